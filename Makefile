@@ -1,0 +1,54 @@
+# quantlab: the two commands are `make run` and `make test`; everything else is a convenience.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast lint format typecheck contracts bench clean help
+
+help:
+	@echo "make run        create .venv, install, run the main job on embedded defaults"
+	@echo "make test       install test tools, then lint, type checks, import contracts, all tests"
+	@echo "make test-fast  the quick loop: tests not marked slow"
+	@echo "make lint | format | typecheck | contracts | clean"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Install stamps: re-run pip only when pyproject.toml changes.
+$(VENV)/.run-deps: pyproject.toml | $(PY)
+	$(PIP) -e . 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(PY)
+	$(PIP) -e '.[dev]' 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $@ $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(BIN)/quantlab run
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(VENV)/.test-deps
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+typecheck: $(VENV)/.test-deps
+	$(BIN)/mypy
+
+contracts: $(VENV)/.test-deps
+	$(BIN)/lint-imports
+
+test: lint typecheck contracts
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.test-deps
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs var

@@ -1,0 +1,7 @@
+"""Simulation adapters: the replay source and the paper venue."""
+
+from quantlab.adapters.sim.data import bundled_dir, bundled_files, read_bars, resolve
+from quantlab.adapters.sim.paper import PaperVenue
+from quantlab.adapters.sim.replay import ReplaySource
+
+__all__ = ["PaperVenue", "ReplaySource", "bundled_dir", "bundled_files", "read_bars", "resolve"]

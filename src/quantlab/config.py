@@ -1,0 +1,244 @@
+"""Settings: `quantlab.toml` plus `QUANTLAB_*` environment variables (pydantic-settings).
+
+Precedence, highest first: keyword overrides, environment (``QUANTLAB_RISK__MAX_POSITION_NOTIONAL``,
+nested with ``__``), the TOML file, defaults. Unknown keys and invalid values fail at start with
+a `ConfigError` that names the key and the reason. API keys come only from the environment
+(``QUANTLAB_ALPACA_API_KEY`` ...), are `SecretStr` (masked in every repr and in
+``quantlab config show``), and a TOML file that contains one is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from quantlab.core.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "quantlab.toml"
+BUNDLED = "bundled:"  # prefix of data paths shipped inside the package
+
+_SECRET_WORDS = ("key", "secret", "password", "token", "passphrase")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """What the replay source plays."""
+
+    paths: list[str] = Field(
+        default_factory=lambda: [f"{BUNDLED}binance_btc_pairs_5m_2018-01.parquet"],
+        description="Parquet/CSV files of bars; 'bundled:NAME' names a file shipped with quantlab.",
+    )
+    symbols: list[str] | None = None
+    start: str | None = Field(None, description="ISO date or datetime (UTC), inclusive")
+    end: str | None = Field(None, description="ISO date or datetime (UTC), exclusive")
+
+    @field_validator("paths")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one data path is needed")
+        return v
+
+
+class IngestConfig(_Section):
+    batch_size: int = Field(1000, ge=1, le=1_000_000)
+    flush_ms: float = Field(5.0, gt=0)
+
+
+class FeaturesConfig(_Section):
+    fast: int = Field(12, ge=2, description="fast window (SMA and EMA)")
+    slow: int = Field(26, ge=3, description="slow window (SMA and EMA)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeaturesConfig:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
+        return self
+
+
+class StrategyConfig(_Section):
+    name: Literal["ema_cross"] = "ema_cross"
+    id: str = Field("ema_cross", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class RiskConfig(_Section):
+    max_position_notional: Decimal = Field(
+        Decimal("1.0"), gt=0, description="per symbol, quote ccy"
+    )
+    max_order_notional: Decimal = Field(Decimal("2.0"), gt=0)
+
+
+class ExecutionConfig(_Section):
+    venue: Literal["paper"] = "paper"
+    order_notional: Decimal = Field(Decimal("0.5"), gt=0, description="target position, quote ccy")
+    time_in_force: Literal["gtc", "day", "ioc"] = "ioc"
+    assumed_spread_bps: float = Field(5.0, ge=0, description="spread assumed when data are bars")
+    tick_size: Decimal = Field(Decimal("0.00000001"), gt=0)
+    lot_size: Decimal = Field(Decimal("0.00000001"), gt=0)
+    maker_fee_bps: Decimal = Field(Decimal("2"), ge=0)
+    taker_fee_bps: Decimal = Field(Decimal("7.5"), ge=0)
+
+
+class StorageConfig(_Section):
+    db_url: str | None = Field(
+        None, description="SQLAlchemy URL; unset: a SQLite file inside each run's folder"
+    )
+    lake_root: str = "var/lake"
+    runs_dir: str = "runs"
+
+
+class Secrets(BaseSettings):
+    """Credentials, read from the environment only."""
+
+    model_config = SettingsConfigDict(env_prefix="QUANTLAB_", extra="ignore", frozen=True)
+
+    alpaca_api_key: SecretStr | None = None
+    alpaca_api_secret: SecretStr | None = None
+    coinbase_api_key: SecretStr | None = None
+    coinbase_api_secret: SecretStr | None = None
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+    polygon_api_key: SecretStr | None = None
+
+    def values(self) -> list[str]:
+        """The non-empty secret values (for scrubbing logs)."""
+        out = []
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            if isinstance(v, SecretStr) and v.get_secret_value():
+                out.append(v.get_secret_value())
+        return out
+
+
+class Settings(BaseSettings):
+    """Every setting quantlab reads. Build it with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUANTLAB_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data: DataConfig = DataConfig()
+    ingest: IngestConfig = IngestConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    risk: RiskConfig = RiskConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    storage: StorageConfig = StorageConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data, secrets shown as '**********' (for `config show`)."""
+        out = self.model_dump(mode="json")
+        out["secrets"] = {
+            name: ("**********" if getattr(self.secrets, name) is not None else None)
+            for name in type(self.secrets).model_fields
+        }
+        return out
+
+
+def _find_secret_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += _find_secret_keys(value, path + ".")
+        elif any(word in key.lower() for word in _SECRET_WORDS) and key != "secrets":
+            found.append(path)
+        if key == "secrets":
+            found.append(path)
+    return found
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            tree = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the configuration file: {exc}") from exc
+    secret_keys = _find_secret_keys(tree)
+    if secret_keys:
+        raise ConfigError(
+            secret_keys[0],
+            f"secrets may not be written in {path}; set them in the environment "
+            f"(QUANTLAB_<NAME>) instead",
+        )
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from `path` (or ``$QUANTLAB_CONFIG``, or ./quantlab.toml if present).
+
+    `overrides` are nested dicts per section, e.g. ``risk={"max_position_notional": 2}``.
+    Raises `ConfigError` naming the first bad key.
+    """
+    explicit = path is not None or "QUANTLAB_CONFIG" in os.environ
+    file = Path(path or os.environ.get("QUANTLAB_CONFIG", DEFAULT_CONFIG_FILE))
+    tree: dict[str, Any] = {}
+    if file.exists():
+        tree = _read_toml(file)
+    elif explicit:
+        raise ConfigError(str(file), "configuration file does not exist")
+    try:
+        env_tree = Settings().model_dump(exclude_unset=True)  # environment only
+        merged = _deep_merge(_deep_merge(tree, env_tree), overrides)
+        return Settings.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        raise ConfigError(key, f"{err['msg']}{shown}") from None
+
+
+class SecretMaskingFilter(logging.Filter):
+    """A logging filter that replaces every configured secret value in a record by '***'."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            message = record.getMessage()
+            for secret in self._secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, ()
+        return True

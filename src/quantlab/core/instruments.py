@@ -1,0 +1,79 @@
+"""Instruments: base and quote currency, tick and lot size, and the rounding that goes with them."""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+import msgspec
+
+from quantlab.core.enums import Side
+from quantlab.core.errors import ValidationError
+
+_PERPETUAL_QUOTE = "USD"
+
+
+def to_decimal(value: float) -> Decimal:
+    """A float as the shortest decimal that round-trips (``Decimal(repr(x))``), no binary noise."""
+    return Decimal(repr(float(value)))
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """Base and quote currency of ``BASE/QUOTE``, ``BASE-QUOTE`` or ``BASE-PERP`` (USD-quoted)."""
+    for sep in ("/", "-"):
+        if sep in symbol:
+            base, quote = symbol.split(sep, 1)
+            if quote.upper() == "PERP":
+                quote = _PERPETUAL_QUOTE
+            if base and quote:
+                return base, quote
+    raise ValidationError(
+        f"cannot tell base and quote currency of symbol {symbol!r}; "
+        "use BASE/QUOTE or BASE-QUOTE, or configure the instrument"
+    )
+
+
+class Instrument(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    base: str
+    quote: str
+    tick_size: Decimal
+    lot_size: Decimal
+
+    @classmethod
+    def from_symbol(cls, symbol: str, tick_size: Decimal, lot_size: Decimal) -> Instrument:
+        base, quote = split_symbol(symbol)
+        if tick_size <= 0 or lot_size <= 0:
+            raise ValidationError(
+                f"tick and lot size must be > 0, got tick {tick_size}, lot {lot_size} for {symbol}"
+            )
+        return cls(symbol=symbol, base=base, quote=quote, tick_size=tick_size, lot_size=lot_size)
+
+    def round_price(self, price: Decimal, side: Side) -> Decimal:
+        """To the tick, away from the touch: buys round up, sells down (stays marketable)."""
+        rounding = ROUND_CEILING if side is Side.BUY else ROUND_FLOOR
+        return (price / self.tick_size).to_integral_value(rounding) * self.tick_size
+
+    def round_quantity(self, quantity: Decimal) -> Decimal:
+        """Down to the lot (never more than asked)."""
+        return (quantity / self.lot_size).to_integral_value(ROUND_FLOOR) * self.lot_size
+
+
+class InstrumentBook:
+    """Instruments by symbol: configured ones, else derived from the symbol with defaults."""
+
+    def __init__(
+        self,
+        default_tick: Decimal,
+        default_lot: Decimal,
+        instruments: dict[str, Instrument] | None = None,
+    ) -> None:
+        self.default_tick = default_tick
+        self.default_lot = default_lot
+        self._known = dict(instruments or {})
+
+    def __getitem__(self, symbol: str) -> Instrument:
+        found = self._known.get(symbol)
+        if found is None:
+            found = Instrument.from_symbol(symbol, self.default_tick, self.default_lot)
+            self._known[symbol] = found
+        return found

@@ -1,0 +1,276 @@
+"""Typed messages that cross stages (DESIGN §4).
+
+Every message is a frozen `msgspec.Struct`: JSON on the bus between processes, MessagePack at
+rest, passed by reference inside one process. Constructors validate ranges and name the bad value.
+Market-data structs carry integer nanoseconds (`ts_event`); signals, orders and fills carry an
+aware UTC `timestamp` as DESIGN §4 specifies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from quantlab.core.enums import (
+    Aggressor,
+    EventType,
+    Liquidity,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+from quantlab.core.errors import ValidationError
+
+
+def _require_finite_positive(what: str, value: float, symbol: str) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValidationError(f"{what} must be a finite number > 0, got {value!r} for {symbol}")
+
+
+def _require_aware(what: str, value: dt.datetime) -> None:
+    if value.tzinfo is None:
+        raise ValidationError(f"{what} must be timezone-aware UTC, got naive {value.isoformat()}")
+
+
+class Quote(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    symbol: str
+    ts_event: int
+    bid: float
+    ask: float
+    bid_size: float = 0.0
+    ask_size: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require_finite_positive("bid", self.bid, self.symbol)
+        _require_finite_positive("ask", self.ask, self.symbol)
+        if self.bid > self.ask:
+            raise ValidationError(
+                f"crossed quote for {self.symbol}: bid {self.bid} > ask {self.ask}"
+            )
+
+    @property
+    def mid(self) -> float:
+        return (self.bid + self.ask) / 2.0
+
+
+class Trade(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    symbol: str
+    ts_event: int
+    price: float
+    size: float
+    aggressor: Aggressor = Aggressor.UNKNOWN
+    trade_id: str = ""
+
+    def __post_init__(self) -> None:
+        _require_finite_positive("price", self.price, self.symbol)
+        _require_finite_positive("size", self.size, self.symbol)
+
+
+class Bar(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    symbol: str
+    ts_event: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+    def __post_init__(self) -> None:
+        for name in ("open", "high", "low", "close"):
+            _require_finite_positive(name, getattr(self, name), self.symbol)
+        if self.low > self.high:
+            raise ValidationError(f"bar low {self.low} > high {self.high} for {self.symbol}")
+
+
+class NewsEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    id: str
+    symbols: list[str]
+    headline: str
+    source: str
+    url: str
+    timestamp: dt.datetime
+
+
+class MarketBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch of validated market events of one kind, possibly many symbols, time-sorted.
+
+    In-process only (the frame travels by reference); across processes it travels as Arrow IPC.
+    """
+
+    kind: EventType
+    frame: pl.DataFrame
+    seq: int
+    ts_min: int
+    ts_max: int
+
+
+class FeatureBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Feature rows computed from one `MarketBatch` under a named, versioned spec."""
+
+    spec: str
+    version: str
+    frame: pl.DataFrame
+    seq: int
+    ts_max: int
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A strategy's view on a symbol (DESIGN §4).
+
+    `mid` and `spread` record the market at decision time, so the order builder prices the
+    order off what the strategy saw, not off whatever arrived since.
+    """
+
+    signal_id: uuid.UUID
+    strategy_id: str
+    symbol: str
+    side: Side
+    strength: float
+    confidence: float
+    timestamp: dt.datetime
+    features: list[float] = msgspec.field(default_factory=list)
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    mid: float = 0.0
+    spread: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("strength", "confidence"):
+            value = getattr(self, name)
+            if not (0.0 <= value <= 1.0):
+                raise ValidationError(
+                    f"signal {name} must be in [0, 1], got {value!r} for {self.symbol}"
+                )
+        _require_aware("signal timestamp", self.timestamp)
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An order intent (DESIGN §4). Quantities and prices are `Decimal`."""
+
+    order_id: uuid.UUID
+    client_order_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    quantity: Decimal
+    price: Decimal | None
+    time_in_force: TimeInForce
+    strategy_id: str
+    signal_id: uuid.UUID
+    timestamp: dt.datetime
+
+    def __post_init__(self) -> None:
+        if not (self.quantity.is_finite() and self.quantity > 0):
+            raise ValidationError(
+                f"order quantity must be > 0, got {self.quantity} for {self.symbol}"
+            )
+        if self.order_type is OrderType.LIMIT and self.price is None:
+            raise ValidationError(f"a limit order needs a price ({self.client_order_id})")
+        if self.price is not None and not (self.price.is_finite() and self.price > 0):
+            raise ValidationError(f"order price must be > 0, got {self.price} for {self.symbol}")
+        _require_aware("order timestamp", self.timestamp)
+
+
+class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The risk manager refused an order; `reason` is a short code, `detail` names the values."""
+
+    order: Order
+    reason: str
+    detail: str
+    timestamp: dt.datetime
+
+
+class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A change of an order's status (submitted, accepted, rejected, canceled, expired)."""
+
+    order_id: uuid.UUID
+    client_order_id: str
+    symbol: str
+    status: OrderStatus
+    venue: str
+    timestamp: dt.datetime
+    reason: str = ""
+
+
+class Fill(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An execution (DESIGN §4), with the order's symbol and side so settlement needs no lookup."""
+
+    fill_id: uuid.UUID
+    order_id: uuid.UUID
+    client_order_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    fee_currency: str
+    liquidity: Liquidity
+    timestamp: dt.datetime
+    venue: str
+    trade_id: str
+    strategy_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.quantity.is_finite() and self.quantity > 0):
+            raise ValidationError(
+                f"fill quantity must be > 0, got {self.quantity} ({self.fill_id})"
+            )
+        if not (self.price.is_finite() and self.price > 0):
+            raise ValidationError(f"fill price must be > 0, got {self.price} ({self.fill_id})")
+
+
+class PositionUpdate(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A symbol's position after a fill, published on ``portfolio.positions``."""
+
+    symbol: str
+    quantity: Decimal
+    avg_price: Decimal
+    realized_pnl: Decimal
+    fees: Decimal
+    currency: str
+    timestamp: dt.datetime
+
+
+# Messages that may travel as JSON between processes, decodable from one tagged union.
+WireMessage = (
+    Quote
+    | Trade
+    | Bar
+    | NewsEvent
+    | Signal
+    | Order
+    | OrderDenied
+    | OrderEvent
+    | Fill
+    | PositionUpdate
+)
+
+_json_decoder = msgspec.json.Decoder(WireMessage)
+_msgpack_decoder = msgspec.msgpack.Decoder(WireMessage)
+_json_encoder = msgspec.json.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+
+def to_json(message: WireMessage) -> bytes:
+    """Encode a message as JSON (the bus's cross-process format)."""
+    return _json_encoder.encode(message)
+
+
+def from_json(data: bytes | str) -> Any:
+    """Decode a JSON message of any wire type; raises `msgspec.ValidationError` on bad input."""
+    return _json_decoder.decode(data)
+
+
+def to_msgpack(message: WireMessage) -> bytes:
+    """Encode a message as MessagePack (the at-rest format)."""
+    return _msgpack_encoder.encode(message)
+
+
+def from_msgpack(data: bytes) -> Any:
+    return _msgpack_decoder.decode(data)

@@ -1,0 +1,124 @@
+"""The order tracker: the order state machine, persisted through the `OrderStore` port.
+
+The intent is committed before the venue is called, so a crash can never leave an order at
+the venue that the store does not know. Fills are deduplicated on (venue, trade_id) by the
+store; an invalid transition is refused and counted, never applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from decimal import Decimal
+
+from quantlab.core.enums import OrderStatus as S
+from quantlab.core.errors import OrderError
+from quantlab.core.messages import Fill, Order
+from quantlab.execution.ports import OrderStore
+
+log = logging.getLogger(__name__)
+
+_AFTER_SEND = {S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.REJECTED, S.CANCELED, S.EXPIRED}
+TRANSITIONS: dict[S, frozenset[S]] = {
+    S.NEW: frozenset({S.PENDING_SUBMIT, S.REJECTED}),
+    S.PENDING_SUBMIT: frozenset({S.SUBMITTED, S.UNKNOWN, *_AFTER_SEND}),
+    S.SUBMITTED: frozenset({S.UNKNOWN, *_AFTER_SEND}),
+    S.ACCEPTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.UNKNOWN}),
+    S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.UNKNOWN}),
+    S.UNKNOWN: frozenset({S.SUBMITTED, *_AFTER_SEND}),
+    S.FILLED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.EXPIRED: frozenset(),
+}
+
+
+def check_transition(current: S, new: S, client_order_id: str) -> None:
+    if new not in TRANSITIONS[current]:
+        raise OrderError(
+            f"order {client_order_id}: transition {current.value} -> {new.value} is not allowed"
+        )
+
+
+class _Live:
+    __slots__ = ("filled", "order", "status")
+
+    def __init__(self, order: Order, status: S) -> None:
+        self.order, self.status, self.filled = order, status, Decimal(0)
+
+
+class OrderTracker:
+    def __init__(self, store: OrderStore) -> None:
+        self.store = store
+        self._live: dict[str, _Live] = {}
+        self.invalid_transitions: Counter[str] = Counter()
+        self.duplicate_fills = 0
+        self.overfills = 0
+
+    def status(self, client_order_id: str) -> S | None:
+        live = self._live.get(client_order_id)
+        if live is not None:
+            return live.status
+        record = self.store.get(client_order_id)
+        return None if record is None else record.status
+
+    def record_intent(self, order: Order, venue: str) -> bool:
+        """Commit the order as PENDING_SUBMIT; False if it exists already (never send twice)."""
+        if order.client_order_id in self._live or not self.store.record_intent(
+            order, venue, S.PENDING_SUBMIT
+        ):
+            return False
+        self._live[order.client_order_id] = _Live(order, S.PENDING_SUBMIT)
+        return True
+
+    def transition(self, client_order_id: str, new: S, at: dt.datetime, reason: str = "") -> bool:
+        """Apply a status change; False (counted) if it is not allowed from the current one."""
+        live = self._live.get(client_order_id)
+        if live is None:
+            self.invalid_transitions[f"unknown_order->{new.value}"] += 1
+            return False
+        if live.status == new and new is not S.PARTIALLY_FILLED:
+            return False  # a repeated report
+        try:
+            check_transition(live.status, new, client_order_id)
+        except OrderError as exc:
+            self.invalid_transitions[f"{live.status.value}->{new.value}"] += 1
+            log.warning("%s", exc)
+            return False
+        self.store.set_status(client_order_id, new, at, reason)
+        live.status = new
+        if new.is_terminal:
+            del self._live[client_order_id]
+        return True
+
+    def on_fill(self, fill: Fill) -> S | None:
+        """Book a fill; the order's new status, or None for a duplicate fill or an overfill."""
+        live = self._live.get(fill.client_order_id)
+        if live is None:
+            self.invalid_transitions["fill_for_closed_order"] += 1
+            return None
+        total = live.filled + fill.quantity
+        if total > live.order.quantity:
+            self.overfills += 1
+            log.error(
+                "overfill refused: order %s qty %s, filled %s, fill %s",
+                fill.client_order_id,
+                live.order.quantity,
+                live.filled,
+                fill.quantity,
+            )
+            return None
+        new = S.FILLED if total == live.order.quantity else S.PARTIALLY_FILLED
+        try:
+            check_transition(live.status, new, fill.client_order_id)
+        except OrderError:
+            self.invalid_transitions[f"{live.status.value}->{new.value}"] += 1
+            return None
+        if not self.store.record_fill(fill, new):
+            self.duplicate_fills += 1
+            return None
+        live.filled, live.status = total, new
+        if new.is_terminal:
+            del self._live[fill.client_order_id]
+        return new

@@ -1,0 +1,48 @@
+"""`StrategyEngine`: feature batches in, signals out on ``signals.<strategy>``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from quantlab.bus import topics
+from quantlab.bus.base import Bus, Envelope
+from quantlab.core.errors import BusError
+from quantlab.core.messages import FeatureBatch
+from quantlab.signals.strategy import Strategy, StrategyContext
+
+
+class StrategyEngine:
+    """Runs every strategy on every feature batch and publishes what they signal."""
+
+    name = "strategies"
+
+    def __init__(self, strategies: list[Strategy], ctx: StrategyContext) -> None:
+        ids = [s.strategy_id for s in strategies]
+        if len(set(ids)) != len(ids):
+            raise BusError(f"strategy ids must be unique, got {ids}")
+        self.strategies = strategies
+        self.ctx = ctx
+        self._bus: Bus | None = None
+        self.signals: Counter[str] = Counter()
+
+    async def start(self, bus: Bus) -> None:
+        self._bus = bus
+        bus.consume(topics.features(), self._on_features, name=self.name)
+
+    async def stop(self) -> None:
+        return None
+
+    async def _on_features(self, envelope: Envelope) -> None:
+        batch: FeatureBatch = envelope.payload
+        if self._bus is None:
+            raise BusError("StrategyEngine received features before start()")
+        for strategy in self.strategies:
+            for signal in strategy.on_features(batch.frame, self.ctx):
+                self.signals[strategy.strategy_id] += 1
+                await self._bus.publish(
+                    topics.signals(strategy.strategy_id), signal, msg_id=str(signal.signal_id)
+                )
+
+    def stats(self) -> dict[str, Any]:
+        return {"signals": dict(self.signals)}

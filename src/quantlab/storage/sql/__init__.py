@@ -1,0 +1,1 @@
+"""SQL storage: typed models, engine factory, migrations and the order store."""

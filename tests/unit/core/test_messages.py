@@ -1,0 +1,633 @@
+"""Wire messages (DESIGN §4): JSON and MessagePack round trips, and constructor validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quantlab.core import (
+    Aggressor,
+    Bar,
+    Fill,
+    Liquidity,
+    NewsEvent,
+    Order,
+    OrderDenied,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    PositionUpdate,
+    Quote,
+    Side,
+    Signal,
+    TimeInForce,
+    Trade,
+    ValidationError,
+)
+from quantlab.core.messages import from_json, from_msgpack, to_json, to_msgpack
+
+UTC_TS = dt.datetime(2024, 1, 5, 10, 0, 0, 123456, tzinfo=dt.UTC)
+PLUS_5 = dt.timezone(dt.timedelta(hours=5, minutes=30))
+OFFSET_TS = dt.datetime(2024, 1, 5, 15, 30, 0, 654321, tzinfo=PLUS_5)
+NAIVE_TS = dt.datetime(2024, 1, 5, 10, 0, 0)
+TS_NS = 1_704_448_800_123_456_789
+
+SIGNAL_ID = uuid.UUID("3f7c1a52-0000-4000-8000-000000000001")
+ORDER_ID = uuid.UUID("3f7c1a52-0000-4000-8000-000000000002")
+FILL_ID = uuid.UUID("3f7c1a52-0000-4000-8000-000000000003")
+
+# More significant digits than a float64 holds: must survive the wire exactly.
+FINE_QTY = Decimal("0.000000012345678901234567890123")
+BIG_PRICE = Decimal("12345678901234567890.123456789")
+
+
+def make_signal(**overrides: Any) -> Signal:
+    fields: dict[str, Any] = {
+        "signal_id": SIGNAL_ID,
+        "strategy_id": "mom-fast",
+        "symbol": "BTC/USD",
+        "side": Side.BUY,
+        "strength": 0.75,
+        "confidence": 0.6,
+        "timestamp": UTC_TS,
+        "features": [0.1, -2.5, 1e-300, 1.7976931348623157e308, -0.0],
+        "metadata": {"model": "onnx-v3", "note": "ünïcode ✓"},
+        "mid": 43_250.5,
+        "spread": 0.5,
+    }
+    fields.update(overrides)
+    return Signal(**fields)
+
+
+def make_order(**overrides: Any) -> Order:
+    fields: dict[str, Any] = {
+        "order_id": ORDER_ID,
+        "client_order_id": "ql-0123456789abcdef0123456789abcdef",
+        "symbol": "BTC/USD",
+        "side": Side.SELL,
+        "order_type": OrderType.LIMIT,
+        "quantity": FINE_QTY,
+        "price": BIG_PRICE,
+        "time_in_force": TimeInForce.IOC,
+        "strategy_id": "mom-fast",
+        "signal_id": SIGNAL_ID,
+        "timestamp": OFFSET_TS,
+    }
+    fields.update(overrides)
+    return Order(**fields)
+
+
+def make_fill(**overrides: Any) -> Fill:
+    fields: dict[str, Any] = {
+        "fill_id": FILL_ID,
+        "order_id": ORDER_ID,
+        "client_order_id": "ql-0123456789abcdef0123456789abcdef",
+        "symbol": "ETH/USD",
+        "side": Side.BUY,
+        "price": Decimal("2250.123456789012345678"),
+        "quantity": FINE_QTY,
+        "fee": Decimal("-0.000001"),
+        "fee_currency": "USD",
+        "liquidity": Liquidity.MAKER,
+        "timestamp": UTC_TS,
+        "venue": "paper",
+        "trade_id": "t-42",
+        "strategy_id": "mom-fast",
+    }
+    fields.update(overrides)
+    return Fill(**fields)
+
+
+def make_quote(**overrides: Any) -> Quote:
+    fields: dict[str, Any] = {
+        "symbol": "BTC/USD",
+        "ts_event": TS_NS,
+        "bid": 100.0,
+        "ask": 100.5,
+        "bid_size": 2.0,
+        "ask_size": 3.0,
+    }
+    fields.update(overrides)
+    return Quote(**fields)
+
+
+def make_trade(**overrides: Any) -> Trade:
+    fields: dict[str, Any] = {
+        "symbol": "BTC/USD",
+        "ts_event": TS_NS,
+        "price": 100.25,
+        "size": 0.5,
+        "aggressor": Aggressor.SELLER,
+        "trade_id": "x-1",
+    }
+    fields.update(overrides)
+    return Trade(**fields)
+
+
+def make_bar(**overrides: Any) -> Bar:
+    fields: dict[str, Any] = {
+        "symbol": "AAPL",
+        "ts_event": TS_NS,
+        "open": 180.0,
+        "high": 182.5,
+        "low": 179.25,
+        "close": 181.0,
+        "volume": 12_345.0,
+    }
+    fields.update(overrides)
+    return Bar(**fields)
+
+
+WIRE_MESSAGES = {
+    "Quote": make_quote(),
+    "Trade": make_trade(),
+    "Bar": make_bar(),
+    "NewsEvent": NewsEvent(
+        id="n-1",
+        symbols=["AAPL", "MSFT"],
+        headline="Tech rallies — “quotes” & ünïcode",
+        source="wire",
+        url="https://example.test/n-1",
+        timestamp=OFFSET_TS,
+    ),
+    "Signal": make_signal(),
+    "Order": make_order(),
+    "OrderDenied": OrderDenied(
+        order=make_order(order_type=OrderType.MARKET, price=None),
+        reason="max_notional",
+        detail="notional 1.2e6 > limit 1e6 for BTC/USD",
+        timestamp=UTC_TS,
+    ),
+    "OrderEvent": OrderEvent(
+        order_id=ORDER_ID,
+        client_order_id="ql-0123456789abcdef0123456789abcdef",
+        symbol="BTC/USD",
+        status=OrderStatus.REJECTED,
+        venue="paper",
+        timestamp=UTC_TS,
+        reason="insufficient funds",
+    ),
+    "Fill": make_fill(),
+    "PositionUpdate": PositionUpdate(
+        symbol="ETH/USD",
+        quantity=Decimal("-1.500000000000000001"),  # short
+        avg_price=Decimal("2250.123456789012345678"),
+        realized_pnl=Decimal("-12.3400"),
+        fees=Decimal("0.0012"),
+        currency="USD",
+        timestamp=OFFSET_TS,
+    ),
+}
+
+
+def _decimal_fields(message: Any) -> dict[str, str]:
+    """Every Decimal in `message` (nested one level for OrderDenied), as its exact string."""
+    found = {}
+    for name in message.__struct_fields__:
+        value = getattr(message, name)
+        if isinstance(value, Decimal):
+            found[name] = str(value)
+        elif isinstance(value, msgspec.Struct):
+            found.update({f"{name}.{k}": v for k, v in _decimal_fields(value).items()})
+    return found
+
+
+def _timestamps(message: Any) -> list[dt.datetime]:
+    found = []
+    for name in message.__struct_fields__:
+        value = getattr(message, name)
+        if isinstance(value, dt.datetime):
+            found.append(value)
+        elif isinstance(value, msgspec.Struct):
+            found.extend(_timestamps(value))
+    return found
+
+
+# -- round trips ---------------------------------------------------------------------------------
+
+
+def test_every_wire_message_is_covered() -> None:
+    from quantlab.core.messages import WireMessage
+
+    assert set(WIRE_MESSAGES) == {t.__name__ for t in WireMessage.__args__}
+
+
+@pytest.mark.parametrize("message", WIRE_MESSAGES.values(), ids=WIRE_MESSAGES.keys())
+def test_json_round_trip(message: Any) -> None:
+    data = to_json(message)
+    assert isinstance(data, bytes)
+    decoded = from_json(data)
+    assert type(decoded) is type(message)
+    assert decoded == message
+    assert _decimal_fields(decoded) == _decimal_fields(message)
+    for got, sent in zip(_timestamps(decoded), _timestamps(message), strict=True):
+        assert got.tzinfo is not None
+        assert got == sent
+        # JSON carries the offset itself, not only the instant.
+        assert got.utcoffset() == sent.utcoffset()
+    # The union decoder also takes text.
+    assert from_json(data.decode()) == message
+
+
+@pytest.mark.parametrize("message", WIRE_MESSAGES.values(), ids=WIRE_MESSAGES.keys())
+def test_msgpack_round_trip(message: Any) -> None:
+    data = to_msgpack(message)
+    decoded = from_msgpack(data)
+    assert type(decoded) is type(message)
+    assert decoded == message
+    assert _decimal_fields(decoded) == _decimal_fields(message)
+    for got, sent in zip(_timestamps(decoded), _timestamps(message), strict=True):
+        assert got.tzinfo is not None
+        assert got == sent
+
+
+def test_json_carries_decimals_as_exact_strings_not_floats() -> None:
+    data = to_json(make_order())
+    # msgspec writes str(Decimal): "1.2345678901234567890123E-8", every digit kept
+    assert f'"quantity":"{FINE_QTY}"'.encode() in data
+    assert b'"price":"12345678901234567890.123456789"' in data
+    decoded = from_json(data)
+    assert decoded.quantity == FINE_QTY
+    assert str(decoded.price) == str(BIG_PRICE)
+
+
+def test_json_carries_the_message_type_tag() -> None:
+    assert msgspec.json.decode(to_json(make_signal()))["type"] == "Signal"
+    assert msgspec.json.decode(to_json(make_fill()))["type"] == "Fill"
+
+
+def test_market_order_without_price_round_trips() -> None:
+    order = make_order(order_type=OrderType.MARKET, price=None)
+    assert from_json(to_json(order)).price is None
+    assert from_msgpack(to_msgpack(order)) == order
+
+
+_aware_datetimes = st.builds(
+    lambda naive, minutes: naive.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes))),
+    st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2200, 1, 1)),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59),
+)
+_unit = st.floats(0.0, 1.0)
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+
+_signals = st.builds(
+    Signal,
+    signal_id=st.uuids(),
+    strategy_id=st.text(min_size=1, max_size=20),
+    symbol=st.text(min_size=1, max_size=12),
+    side=st.sampled_from(Side),
+    strength=_unit,
+    confidence=_unit,
+    timestamp=_aware_datetimes,
+    features=st.lists(_finite, max_size=16),
+    metadata=st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4),
+    mid=_finite,
+    spread=_finite,
+)
+
+_positive_decimals = st.decimals(
+    min_value=Decimal("1e-18"), max_value=Decimal("1e15"), allow_nan=False, allow_infinity=False
+)
+
+
+@st.composite
+def _orders(draw: st.DrawFn) -> Order:
+    order_type = draw(st.sampled_from(OrderType))
+    price = draw(
+        _positive_decimals if order_type is OrderType.LIMIT else st.none() | _positive_decimals
+    )
+    return Order(
+        order_id=draw(st.uuids()),
+        client_order_id=draw(st.text(min_size=1, max_size=64)),
+        symbol=draw(st.text(min_size=1, max_size=12)),
+        side=draw(st.sampled_from(Side)),
+        order_type=order_type,
+        quantity=draw(_positive_decimals),
+        price=price,
+        time_in_force=draw(st.sampled_from(TimeInForce)),
+        strategy_id=draw(st.text(min_size=1, max_size=20)),
+        signal_id=draw(st.uuids()),
+        timestamp=draw(_aware_datetimes),
+    )
+
+
+@settings(max_examples=150)
+@given(signal=_signals)
+def test_any_signal_round_trips(signal: Signal) -> None:
+    for decoded in (from_json(to_json(signal)), from_msgpack(to_msgpack(signal))):
+        assert decoded == signal
+        assert decoded.timestamp.tzinfo is not None
+        # float lists compare bit for bit (== would accept -0.0 for 0.0)
+        assert [math.copysign(1, f) for f in decoded.features] == [
+            math.copysign(1, f) for f in signal.features
+        ]
+
+
+@settings(max_examples=150)
+@given(order=_orders())
+def test_any_order_round_trips(order: Order) -> None:
+    for decoded in (from_json(to_json(order)), from_msgpack(to_msgpack(order))):
+        assert decoded == order
+        assert str(decoded.quantity) == str(order.quantity)
+        assert str(decoded.price) == str(order.price)
+        assert decoded.timestamp.tzinfo is not None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=msgspec.ValidationError,
+    reason="bug: Signal/Bar/Quote accept non-finite floats in unchecked fields; JSON encodes "
+    "them as null and from_json then rejects the message (a valid message cannot cross the bus)",
+)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: make_signal(features=[1.0, math.nan]),
+        lambda: make_signal(features=[math.inf]),
+        lambda: make_signal(mid=math.nan),
+        lambda: make_bar(volume=math.nan),
+        lambda: make_quote(bid_size=math.inf),
+    ],
+    ids=[
+        "signal-nan-feature",
+        "signal-inf-feature",
+        "signal-nan-mid",
+        "bar-nan-volume",
+        "quote-inf-size",
+    ],
+)
+def test_a_message_that_constructs_survives_json(build: Any) -> None:
+    try:
+        message = build()
+    except ValidationError:
+        return  # refused at construction: also a correct outcome
+    assert from_json(to_json(message)) is not None
+
+
+# -- decoding bad input --------------------------------------------------------------------------
+
+
+def _signal_json(**overrides: Any) -> bytes:
+    raw = msgspec.json.decode(to_json(make_signal()))
+    raw.update(overrides)
+    return msgspec.json.encode(raw)
+
+
+def test_decoding_a_signal_with_strength_2_is_refused() -> None:
+    # Whatever the exception type, an out-of-range value must not get through the decoder.
+    with pytest.raises((msgspec.ValidationError, ValidationError), match=r"strength.*2"):
+        from_json(_signal_json(strength=2))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValidationError,
+    reason="bug: quantlab ValidationError is not a ValueError, so msgspec does not wrap errors "
+    "from __post_init__; from_json raises quantlab.ValidationError, not msgspec.ValidationError",
+)
+def test_decoding_a_signal_with_strength_2_raises_msgspec_validation_error() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"strength.*2"):
+        from_json(_signal_json(strength=2))
+
+
+def test_decoding_a_signal_with_a_naive_timestamp_is_refused() -> None:
+    with pytest.raises((msgspec.ValidationError, ValidationError), match="naive"):
+        from_json(_signal_json(timestamp="2024-01-05T10:00:00"))
+
+
+def test_decoding_a_wrongly_typed_field_raises_msgspec_validation_error() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.strength"):
+        from_json(_signal_json(strength="strong"))
+
+
+def test_decoding_an_unknown_message_type_raises_msgspec_validation_error() -> None:
+    with pytest.raises(msgspec.ValidationError, match="Nope"):
+        from_json(b'{"type": "Nope"}')
+
+
+def test_decoding_malformed_json_raises_msgspec_decode_error() -> None:
+    with pytest.raises(msgspec.DecodeError):
+        from_json(b'{"type": "Signal", ')
+
+
+# -- validation: Signal --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("strength", 1.5, "1.5"),
+        ("strength", -0.01, "-0.01"),
+        ("strength", math.nan, "nan"),
+        ("confidence", -0.1, "-0.1"),
+        ("confidence", 1.0000001, "1.0000001"),
+        ("confidence", math.inf, "inf"),
+    ],
+)
+def test_signal_out_of_unit_range_names_the_value(field: str, value: float, shown: str) -> None:
+    with pytest.raises(ValidationError, match=rf"signal {field} must be in \[0, 1\], got {shown}"):
+        make_signal(**{field: value})
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_signal_unit_range_is_closed(value: float) -> None:
+    signal = make_signal(strength=value, confidence=value)
+    assert signal.strength == value
+    assert signal.confidence == value
+
+
+def test_signal_with_naive_timestamp_names_it() -> None:
+    with pytest.raises(ValidationError, match=r"naive 2024-01-05T10:00:00"):
+        make_signal(timestamp=NAIVE_TS)
+
+
+def test_signal_defaults_are_fresh_per_instance() -> None:
+    a = make_signal(features=[], metadata={})
+    b = Signal(
+        signal_id=SIGNAL_ID,
+        strategy_id="s",
+        symbol="X",
+        side=Side.BUY,
+        strength=0.5,
+        confidence=0.5,
+        timestamp=UTC_TS,
+    )
+    c = Signal(
+        signal_id=SIGNAL_ID,
+        strategy_id="s",
+        symbol="X",
+        side=Side.BUY,
+        strength=0.5,
+        confidence=0.5,
+        timestamp=UTC_TS,
+    )
+    assert a.features == b.features == []
+    assert b.features is not c.features
+    assert b.metadata is not c.metadata
+
+
+def test_messages_are_frozen() -> None:
+    signal = make_signal()
+    with pytest.raises(AttributeError):
+        signal.strength = 0.1  # type: ignore[misc]
+
+
+# -- validation: Order and Fill ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quantity", "shown"),
+    [
+        (Decimal(0), "0"),
+        (Decimal(-1), "-1"),
+        (Decimal("NaN"), "NaN"),
+        (Decimal("Infinity"), "Infinity"),
+        (Decimal("-0.0001"), "-0.0001"),
+    ],
+)
+def test_order_quantity_must_be_positive_and_finite(quantity: Decimal, shown: str) -> None:
+    with pytest.raises(
+        ValidationError, match=rf"order quantity must be > 0, got {shown} for BTC/USD"
+    ):
+        make_order(quantity=quantity)
+
+
+def test_limit_order_without_price_is_refused_naming_the_order() -> None:
+    with pytest.raises(ValidationError, match=r"limit order needs a price \(ql-0123456789abcdef"):
+        make_order(order_type=OrderType.LIMIT, price=None)
+
+
+@pytest.mark.parametrize(
+    ("price", "shown"), [(Decimal(0), "0"), (Decimal(-3), "-3"), (Decimal("NaN"), "NaN")]
+)
+def test_order_price_must_be_positive(price: Decimal, shown: str) -> None:
+    with pytest.raises(ValidationError, match=rf"order price must be > 0, got {shown} for BTC/USD"):
+        make_order(price=price)
+
+
+def test_order_with_naive_timestamp_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"order timestamp.*naive"):
+        make_order(timestamp=NAIVE_TS)
+
+
+def test_market_order_needs_no_price() -> None:
+    assert make_order(order_type=OrderType.MARKET, price=None).price is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "pattern"),
+    [
+        ("quantity", Decimal(0), "fill quantity must be > 0, got 0"),
+        ("quantity", Decimal("NaN"), "fill quantity must be > 0, got NaN"),
+        ("price", Decimal(-1), "fill price must be > 0, got -1"),
+        ("price", Decimal("Infinity"), "fill price must be > 0, got Infinity"),
+    ],
+)
+def test_fill_quantity_and_price_must_be_positive(field: str, value: Decimal, pattern: str) -> None:
+    with pytest.raises(ValidationError, match=pattern) as info:
+        make_fill(**{field: value})
+    assert str(FILL_ID) in str(info.value)
+
+
+def test_fill_may_carry_a_negative_fee_rebate() -> None:
+    assert make_fill(fee=Decimal("-0.01")).fee == Decimal("-0.01")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pytest.fail.Exception,
+    reason="bug: Fill, OrderEvent, OrderDenied, NewsEvent, PositionUpdate accept naive "
+    "timestamps, while messages.py promises aware UTC timestamps (Signal and Order check it)",
+)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: make_fill(timestamp=NAIVE_TS),
+        lambda: OrderEvent(
+            order_id=ORDER_ID,
+            client_order_id="c",
+            symbol="X",
+            status=OrderStatus.ACCEPTED,
+            venue="paper",
+            timestamp=NAIVE_TS,
+        ),
+        lambda: OrderDenied(order=make_order(), reason="r", detail="d", timestamp=NAIVE_TS),
+        lambda: NewsEvent(
+            id="n", symbols=[], headline="h", source="s", url="u", timestamp=NAIVE_TS
+        ),
+        lambda: PositionUpdate(
+            symbol="X",
+            quantity=Decimal(1),
+            avg_price=Decimal(1),
+            realized_pnl=Decimal(0),
+            fees=Decimal(0),
+            currency="USD",
+            timestamp=NAIVE_TS,
+        ),
+    ],
+    ids=["Fill", "OrderEvent", "OrderDenied", "NewsEvent", "PositionUpdate"],
+)
+def test_every_timestamped_message_refuses_naive_timestamps(build: Any) -> None:
+    with pytest.raises(ValidationError, match="naive"):
+        build()
+
+
+# -- validation: market data ---------------------------------------------------------------------
+
+
+def test_crossed_quote_names_both_prices() -> None:
+    with pytest.raises(ValidationError, match=r"crossed quote for BTC/USD: bid 101.0 > ask 100.0"):
+        make_quote(bid=101.0, ask=100.0)
+
+
+def test_locked_quote_is_allowed_and_has_a_mid() -> None:
+    assert make_quote(bid=100.0, ask=100.0).mid == 100.0
+    assert make_quote(bid=100.0, ask=101.0).mid == 100.5
+
+
+@pytest.mark.parametrize("field", ["bid", "ask"])
+@pytest.mark.parametrize(("value", "shown"), [(math.nan, "nan"), (0.0, "0.0"), (-1.0, "-1.0")])
+def test_quote_prices_must_be_finite_and_positive(field: str, value: float, shown: str) -> None:
+    with pytest.raises(
+        ValidationError, match=rf"{field} must be a finite number > 0, got {shown} for BTC/USD"
+    ):
+        make_quote(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["price", "size"])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(math.nan, "nan"), (0.0, "0.0"), (-2.5, "-2.5"), (math.inf, "inf"), (-math.inf, "-inf")],
+)
+def test_trade_price_and_size_must_be_finite_and_positive(
+    field: str, value: float, shown: str
+) -> None:
+    with pytest.raises(
+        ValidationError, match=rf"{field} must be a finite number > 0, got {shown} for BTC/USD"
+    ):
+        make_trade(**{field: value})
+
+
+def test_bar_low_above_high_names_both() -> None:
+    with pytest.raises(ValidationError, match=r"bar low 183.0 > high 182.5 for AAPL"):
+        make_bar(low=183.0)
+
+
+@pytest.mark.parametrize("field", ["open", "high", "low", "close"])
+def test_bar_prices_must_be_finite_and_positive(field: str) -> None:
+    with pytest.raises(ValidationError, match=rf"{field} must be a finite number > 0, got nan"):
+        make_bar(**{field: math.nan})
+
+
+def test_validation_error_is_a_quantlab_error() -> None:
+    from quantlab.core import QuantlabError
+
+    assert issubclass(ValidationError, QuantlabError)
