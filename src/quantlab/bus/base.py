@@ -23,6 +23,8 @@ class Envelope(msgspec.Struct, kw_only=True):
     payload: Any
     ts_publish: int
     deliveries: int = 0
+    # Per-subscription sequence number: tells two deliveries of equal ids apart.
+    seq: int = 0
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

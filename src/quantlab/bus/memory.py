@@ -55,9 +55,12 @@ class InProcessSubscription:
         self.max_deliveries = max_deliveries
         self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize)
         self._redeliver: deque[Envelope] = deque()
-        # id -> (envelope, deadline); `_order` keeps delivery order for cheap expiry checks.
-        self._in_flight: dict[str, tuple[Envelope, float]] = {}
-        self._order: deque[tuple[str, int, float]] = deque()
+        # seq -> (envelope, deadline); `_order` keeps delivery order for cheap expiry checks.
+        # Keyed by the per-subscription sequence number, not the message id, so that two
+        # messages published with the same id are tracked (and settled) separately.
+        self._in_flight: dict[int, tuple[Envelope, float]] = {}
+        self._order: deque[tuple[int, int, float]] = deque()
+        self._next_seq = itertools.count(1)
         self._changed = asyncio.Event()
         self._closed = False
         self.delivered = 0
@@ -68,9 +71,21 @@ class InProcessSubscription:
     # -- producer side --------------------------------------------------------------------
     async def _put(self, envelope: Envelope) -> None:
         if self._closed:
+            self._bus._settled(1)  # counted as outstanding by publish; nobody will ack it
             return
+        envelope.seq = next(self._next_seq)
         await self._queue.put(envelope)
+        if self._closed:  # closed while this publisher waited for room
+            self._discard_queue()
+            return
         self._changed.set()
+
+    def _discard_queue(self) -> None:
+        n = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            n += 1
+        self._bus._settled(n)
 
     # -- consumer side --------------------------------------------------------------------
     @property
@@ -84,15 +99,15 @@ class InProcessSubscription:
     def _expire(self, now: float) -> float | None:
         """Move timed-out in-flight envelopes to redelivery; return the next deadline."""
         while self._order:
-            env_id, deliveries, deadline = self._order[0]
-            held = self._in_flight.get(env_id)
+            seq, deliveries, deadline = self._order[0]
+            held = self._in_flight.get(seq)
             if held is None or held[0].deliveries != deliveries:
                 self._order.popleft()  # acked, or delivered again since
                 continue
             if deadline > now:
                 return deadline
             self._order.popleft()
-            del self._in_flight[env_id]
+            del self._in_flight[seq]
             self._requeue(held[0], f"not acknowledged within {self.ack_timeout}s")
         return None
 
@@ -111,8 +126,8 @@ class InProcessSubscription:
     def _hand_out(self, envelope: Envelope) -> Envelope:
         envelope.deliveries += 1
         deadline = time.monotonic() + self.ack_timeout
-        self._in_flight[envelope.id] = (envelope, deadline)
-        self._order.append((envelope.id, envelope.deliveries, deadline))
+        self._in_flight[envelope.seq] = (envelope, deadline)
+        self._order.append((envelope.seq, envelope.deliveries, deadline))
         self.delivered += 1
         return envelope
 
@@ -140,7 +155,7 @@ class InProcessSubscription:
                 pass
 
     def ack(self, envelope: Envelope) -> None:
-        held = self._in_flight.pop(envelope.id, None)
+        held = self._in_flight.pop(envelope.seq, None)
         if held is None:
             return  # already acked, or timed out and queued again: the redelivery will be acked
         self.acked += 1
@@ -148,7 +163,7 @@ class InProcessSubscription:
         self._changed.set()
 
     def nack(self, envelope: Envelope, reason: str = "nack") -> None:
-        held = self._in_flight.pop(envelope.id, None)
+        held = self._in_flight.pop(envelope.seq, None)
         if held is None:
             return
         self._requeue(held[0], reason)
@@ -157,8 +172,12 @@ class InProcessSubscription:
         if self._closed:
             return
         self._closed = True
-        outstanding = self._queue.qsize() + len(self._redeliver) + len(self._in_flight)
+        outstanding = len(self._redeliver) + len(self._in_flight)
+        self._redeliver.clear()
+        self._in_flight.clear()
+        self._order.clear()
         self._bus._unsubscribe(self, outstanding)
+        self._discard_queue()  # also wakes publishers blocked on a full queue
         self._changed.set()
 
     def stats(self) -> dict[str, int]:
@@ -198,6 +217,7 @@ class InProcessBus:
         self._idle.set()
         self._closed = False
         self.published = 0
+        self.dead_lettered = 0
         self.dead_letters: deque[DeadLetter] = deque(maxlen=1000)
         self.handler_errors: list[tuple[str, BaseException]] = []
 
@@ -249,7 +269,8 @@ class InProcessBus:
             try:
                 await handler(envelope)
             except asyncio.CancelledError:
-                sub.nack(envelope, "consumer cancelled")
+                if not self._closed:
+                    sub.nack(envelope, "consumer cancelled")
                 raise
             except Exception as exc:
                 self.handler_errors.append((sub.name, exc))
@@ -277,6 +298,7 @@ class InProcessBus:
     def _route(self, topic: str) -> tuple[InProcessSubscription, ...]:
         found = self._routes.get(topic)
         if found is None:
+            topics.check_topic(topic)
             found = tuple(s for s in self._subs if topics.matches(s.pattern, topic))
             self._routes[topic] = found
         return found
@@ -286,8 +308,6 @@ class InProcessBus:
         if self._closed:
             raise BusError(f"bus is closed; cannot publish to {topic!r}")
         subs = self._route(topic)
-        if not subs and topic not in self._routes:
-            topics.check_topic(topic)
         msg_id = msg_id or f"m{next(self._seq)}"
         ts = time.time_ns()
         self.published += 1
@@ -306,6 +326,7 @@ class InProcessBus:
             self._idle.set()
 
     def _dead_letter(self, letter: DeadLetter) -> None:
+        self.dead_lettered += 1
         self.dead_letters.append(letter)
         log.warning(
             "dead letter from %s on %s after %d deliveries: %s",
@@ -326,6 +347,7 @@ class InProcessBus:
                         topic=topics.DEAD_LETTER,
                         payload=letter,
                         ts_publish=time.time_ns(),
+                        seq=next(sub._next_seq),
                     )
                 )
                 sub._changed.set()
@@ -358,7 +380,7 @@ class InProcessBus:
         return {
             "published": self.published,
             "outstanding": self._outstanding,
-            "dead_letters": sum(s.dead_lettered for s in self._subs) + 0,
+            "dead_letters": self.dead_lettered,
             "handler_errors": len(self.handler_errors),
             "subscriptions": {s.name: s.stats() for s in self._subs},
         }

@@ -42,7 +42,13 @@ _BAD_CHARS = re.compile(r"[\s*?\[\]]")
 
 
 def _segment(value: str, what: str) -> str:
-    if not value or _BAD_CHARS.search(value) or value.startswith(".") or value.endswith("."):
+    if (
+        not value
+        or _BAD_CHARS.search(value)
+        or value.startswith(".")
+        or value.endswith(".")
+        or ".." in value
+    ):
         raise TopicError(f"{what} {value!r} cannot be a topic segment (empty, blank or wildcard)")
     return value
 

@@ -9,6 +9,8 @@ Little-endian and packed (no padding). A buffer of N records decodes without cop
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -66,8 +68,23 @@ def encode_events(
     n = arrays[0].shape[0] if arrays[0].ndim else 1
     out = empty_events(n)
     for name, arr in zip(columns, arrays, strict=True):
+        field = MARKET_EVENT_DTYPE.fields[name][0]  # type: ignore[index]
+        if field.kind in "ui" and arr.size:
+            _check_range(name, arr, field)
         out[name] = arr.reshape(-1) if arr.ndim else arr
     return out.tobytes()
+
+
+def _check_range(name: str, arr: npt.NDArray[Any], field: np.dtype[Any]) -> None:
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise CodecError(f"{name} must be a finite integer, got a NaN or infinity")
+    if arr.dtype.kind not in "uif":
+        raise CodecError(f"{name} must be an integer, got dtype {arr.dtype}")
+    info = np.iinfo(field)
+    lo, hi = arr.min(), arr.max()
+    if lo < info.min or hi > info.max:
+        bad = lo if lo < info.min else hi
+        raise CodecError(f"{name} {bad} out of range for {field} [{info.min}, {info.max}]")
 
 
 def decode_events(buf: bytes | bytearray | memoryview) -> npt.NDArray[np.void]:

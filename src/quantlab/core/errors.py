@@ -16,7 +16,7 @@ class ConfigError(QuantlabError):
         super().__init__(f"invalid configuration {key!r}: {reason}")
 
 
-class ValidationError(QuantlabError):
+class ValidationError(QuantlabError, ValueError):
     """A market event or message failed validation."""
 
 

@@ -19,9 +19,10 @@ def to_decimal(value: float) -> Decimal:
 
 def split_symbol(symbol: str) -> tuple[str, str]:
     """Base and quote currency of ``BASE/QUOTE``, ``BASE-QUOTE`` or ``BASE-PERP`` (USD-quoted)."""
+    pair = symbol.split(":", 1)[0]  # ccxt derivatives: BASE/QUOTE:SETTLE
     for sep in ("/", "-"):
-        if sep in symbol:
-            base, quote = symbol.split(sep, 1)
+        if sep in pair:
+            base, quote = pair.split(sep, 1)
             if quote.upper() == "PERP":
                 quote = _PERPETUAL_QUOTE
             if base and quote:
@@ -42,7 +43,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_symbol(cls, symbol: str, tick_size: Decimal, lot_size: Decimal) -> Instrument:
         base, quote = split_symbol(symbol)
-        if tick_size <= 0 or lot_size <= 0:
+        if not (tick_size.is_finite() and lot_size.is_finite() and tick_size > 0 and lot_size > 0):
             raise ValidationError(
                 f"tick and lot size must be > 0, got tick {tick_size}, lot {lot_size} for {symbol}"
             )

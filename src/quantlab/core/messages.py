@@ -34,6 +34,12 @@ def _require_finite_positive(what: str, value: float, symbol: str) -> None:
         raise ValidationError(f"{what} must be a finite number > 0, got {value!r} for {symbol}")
 
 
+def _require_finite(what: str, value: float, symbol: str, *, non_negative: bool = True) -> None:
+    if not math.isfinite(value) or (non_negative and value < 0):
+        bound = "a finite number >= 0" if non_negative else "a finite number"
+        raise ValidationError(f"{what} must be {bound}, got {value!r} for {symbol}")
+
+
 def _require_aware(what: str, value: dt.datetime) -> None:
     if value.tzinfo is None:
         raise ValidationError(f"{what} must be timezone-aware UTC, got naive {value.isoformat()}")
@@ -50,6 +56,8 @@ class Quote(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     def __post_init__(self) -> None:
         _require_finite_positive("bid", self.bid, self.symbol)
         _require_finite_positive("ask", self.ask, self.symbol)
+        _require_finite("bid_size", self.bid_size, self.symbol)
+        _require_finite("ask_size", self.ask_size, self.symbol)
         if self.bid > self.ask:
             raise ValidationError(
                 f"crossed quote for {self.symbol}: bid {self.bid} > ask {self.ask}"
@@ -85,6 +93,7 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     def __post_init__(self) -> None:
         for name in ("open", "high", "low", "close"):
             _require_finite_positive(name, getattr(self, name), self.symbol)
+        _require_finite("volume", self.volume, self.symbol)
         if self.low > self.high:
             raise ValidationError(f"bar low {self.low} > high {self.high} for {self.symbol}")
 
@@ -96,6 +105,9 @@ class NewsEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     source: str
     url: str
     timestamp: dt.datetime
+
+    def __post_init__(self) -> None:
+        _require_aware("news timestamp", self.timestamp)
 
 
 class MarketBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,6 +160,10 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, tag=True):
                     f"signal {name} must be in [0, 1], got {value!r} for {self.symbol}"
                 )
         _require_aware("signal timestamp", self.timestamp)
+        _require_finite("signal mid", self.mid, self.symbol)
+        _require_finite("signal spread", self.spread, self.symbol)
+        for i, value in enumerate(self.features):
+            _require_finite(f"signal feature {i}", value, self.symbol, non_negative=False)
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -185,6 +201,9 @@ class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     detail: str
     timestamp: dt.datetime
 
+    def __post_init__(self) -> None:
+        _require_aware("denial timestamp", self.timestamp)
+
 
 class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """A change of an order's status (submitted, accepted, rejected, canceled, expired)."""
@@ -196,6 +215,9 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     venue: str
     timestamp: dt.datetime
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        _require_aware("order event timestamp", self.timestamp)
 
 
 class Fill(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -223,6 +245,9 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True, tag=True):
             )
         if not (self.price.is_finite() and self.price > 0):
             raise ValidationError(f"fill price must be > 0, got {self.price} ({self.fill_id})")
+        if not (self.fee.is_finite()):
+            raise ValidationError(f"fill fee must be finite, got {self.fee} ({self.fill_id})")
+        _require_aware("fill timestamp", self.timestamp)
 
 
 class PositionUpdate(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -235,6 +260,9 @@ class PositionUpdate(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     fees: Decimal
     currency: str
     timestamp: dt.datetime
+
+    def __post_init__(self) -> None:
+        _require_aware("position timestamp", self.timestamp)
 
 
 # Messages that may travel as JSON between processes, decodable from one tagged union.

@@ -49,6 +49,8 @@ class SymbolRegistry:
         found = self._exchange_ids.get(exchange)
         if found is not None:
             return found
+        if not exchange:
+            raise CodecError("cannot intern an empty exchange name")
         if len(self._exchanges) > _U16_MAX:
             raise CodecError(f"exchange registry full, cannot add {exchange!r}")
         self._exchange_ids[exchange] = len(self._exchanges)
@@ -56,20 +58,18 @@ class SymbolRegistry:
         return len(self._exchanges) - 1
 
     def symbol(self, symbol_id: int) -> str:
-        try:
-            return self._symbols[symbol_id]
-        except (IndexError, TypeError):
+        if not isinstance(symbol_id, int) or not 0 <= symbol_id < len(self._symbols):
             raise CodecError(
                 f"unknown symbol id {symbol_id!r} (registry holds {len(self._symbols)})"
-            ) from None
+            )
+        return self._symbols[symbol_id]
 
     def exchange(self, exchange_id: int) -> str:
-        try:
-            return self._exchanges[exchange_id]
-        except (IndexError, TypeError):
+        if not isinstance(exchange_id, int) or not 0 <= exchange_id < len(self._exchanges):
             raise CodecError(
                 f"unknown exchange id {exchange_id!r} (registry holds {len(self._exchanges)})"
-            ) from None
+            )
+        return self._exchanges[exchange_id]
 
     @property
     def symbols(self) -> list[str]:
@@ -92,4 +92,8 @@ class SymbolRegistry:
             snap = msgspec.json.decode(data, type=_Snapshot)
         except msgspec.DecodeError as exc:
             raise CodecError(f"not a symbol registry snapshot: {exc}") from exc
+        for what, names in (("symbol", snap.symbols), ("exchange", snap.exchanges)):
+            if len(set(names)) != len(names):
+                dupes = sorted({n for n in names if names.count(n) > 1})
+                raise CodecError(f"registry snapshot repeats {what} names {dupes}")
         return cls(snap.symbols, snap.exchanges)

@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantlab.core import (
@@ -61,6 +61,7 @@ _aware = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(value=_aware)
 def test_datetime_ns_datetime_round_trip(value: dt.datetime) -> None:
     back = ns_to_datetime(datetime_to_ns(value))
@@ -68,6 +69,7 @@ def test_datetime_ns_datetime_round_trip(value: dt.datetime) -> None:
     assert back.utcoffset() == dt.timedelta(0)
 
 
+@settings(deadline=None)
 @given(ts_ns=st.integers(-(2**62), 2**62))
 def test_ns_datetime_ns_round_trip_to_the_microsecond(ts_ns: int) -> None:
     assert datetime_to_ns(ns_to_datetime(ts_ns)) == ts_ns - ts_ns % 1000
@@ -123,6 +125,7 @@ _steps = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(steps=_steps)
 def test_simulated_clock_never_goes_backwards(steps: list[tuple[str, int]]) -> None:
     clock = SimulatedClock()

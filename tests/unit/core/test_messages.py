@@ -289,8 +289,8 @@ _signals = st.builds(
     timestamp=_aware_datetimes,
     features=st.lists(_finite, max_size=16),
     metadata=st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4),
-    mid=_finite,
-    spread=_finite,
+    mid=_finite.map(abs),
+    spread=_finite.map(abs),
 )
 
 _positive_decimals = st.decimals(
@@ -319,7 +319,7 @@ def _orders(draw: st.DrawFn) -> Order:
     )
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(signal=_signals)
 def test_any_signal_round_trips(signal: Signal) -> None:
     for decoded in (from_json(to_json(signal)), from_msgpack(to_msgpack(signal))):
@@ -331,7 +331,7 @@ def test_any_signal_round_trips(signal: Signal) -> None:
         ]
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(order=_orders())
 def test_any_order_round_trips(order: Order) -> None:
     for decoded in (from_json(to_json(order)), from_msgpack(to_msgpack(order))):
@@ -341,12 +341,6 @@ def test_any_order_round_trips(order: Order) -> None:
         assert decoded.timestamp.tzinfo is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=msgspec.ValidationError,
-    reason="bug: Signal/Bar/Quote accept non-finite floats in unchecked fields; JSON encodes "
-    "them as null and from_json then rejects the message (a valid message cannot cross the bus)",
-)
 @pytest.mark.parametrize(
     "build",
     [
@@ -387,12 +381,6 @@ def test_decoding_a_signal_with_strength_2_is_refused() -> None:
         from_json(_signal_json(strength=2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValidationError,
-    reason="bug: quantlab ValidationError is not a ValueError, so msgspec does not wrap errors "
-    "from __post_init__; from_json raises quantlab.ValidationError, not msgspec.ValidationError",
-)
 def test_decoding_a_signal_with_strength_2_raises_msgspec_validation_error() -> None:
     with pytest.raises(msgspec.ValidationError, match=r"strength.*2"):
         from_json(_signal_json(strength=2))
@@ -541,12 +529,6 @@ def test_fill_may_carry_a_negative_fee_rebate() -> None:
     assert make_fill(fee=Decimal("-0.01")).fee == Decimal("-0.01")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: Fill, OrderEvent, OrderDenied, NewsEvent, PositionUpdate accept naive "
-    "timestamps, while messages.py promises aware UTC timestamps (Signal and Order check it)",
-)
 @pytest.mark.parametrize(
     "build",
     [

@@ -1,0 +1,24 @@
+"""Shared fixtures: real market data shipped with the package, and a clean environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1] / "src" / "quantlab" / "_data" / "market"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_quantlab_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's QUANTLAB_* settings."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("QUANTLAB_"):
+            monkeypatch.delenv(key)
