@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +19,9 @@ from quantlab import __version__
 from quantlab.config import SecretMaskingFilter, Settings, load_settings
 from quantlab.core.errors import QuantlabError
 from quantlab.engine import Node, RunResult
+from quantlab.engine.importer import import_file
+from quantlab.storage.deadletter import DeadLetterFile
+from quantlab.storage.lake import Lake
 
 app = typer.Typer(
     name="quantlab",
@@ -27,6 +32,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+data_app = typer.Typer(help="Import recorded data into the lake and list it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
@@ -115,6 +122,7 @@ def _print_summary(result: RunResult) -> None:
     table.add_column("figure", style="bold")
     table.add_column("value")
     rejected = sum(s.rejected.values())
+    flagged = sum(s.flagged.values())
     rows = [
         ("mode", s.mode),
         ("data", ", ".join(s.data)),
@@ -123,6 +131,7 @@ def _print_summary(result: RunResult) -> None:
             "events processed",
             f"{s.events:,} ({s.events_accepted:,} accepted, {rejected:,} rejected)",
         ),
+        ("data quality", f"{flagged:,} flagged, {s.gaps:,} gaps"),
         ("batches", f"{s.batches:,}"),
         ("signals", f"{s.signals:,}"),
         ("orders", f"{s.orders:,} ({s.approved:,} approved, {sum(s.denied.values()):,} denied)"),
@@ -141,8 +150,128 @@ def _print_summary(result: RunResult) -> None:
         ("events/s", f"{s.events_per_s:,.0f}"),
         ("summary", str(Path(s.run_dir) / "summary.json")),
     ]
+    for name, src in s.sources.items():
+        rows.append(
+            (
+                f"source {name}",
+                f"{src['events']:,} events, {src['reconnects']} reconnects, "
+                f"{sum(src['rejects'].values()):,} rejects",
+            )
+        )
     for name, value in rows:
         table.add_row(name, value)
+    out.print(table)
+
+
+@app.command()
+def live(
+    config: ConfigOpt = None,
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: until Ctrl-C)")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="output folder of this run")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no status line")] = False,
+) -> None:
+    """Run the engine live on the wall clock (synthetic source by default) with the paper
+    venue until Ctrl-C or SIGTERM; then flush, settle, persist and print a summary."""
+    settings = load_settings(config)
+    _setup_logging(settings)
+    node = Node(settings, mode="live", run_dir=run_dir)
+    result = asyncio.run(_live(node, duration, quiet, settings.live.status_every_s))
+    _print_summary(result)
+
+
+async def _live(node: Node, duration: float | None, quiet: bool, every: float) -> RunResult:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, node.stop)
+    status = None if quiet else loop.create_task(_status(node, every))
+    try:
+        return await node.run_async(duration_s=duration)
+    finally:
+        if status is not None:
+            status.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _status(node: Node, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        st = node.status()
+        err.print(
+            f"[dim]live[/] events {st['events']:,} ({st['events_per_s']:,.0f}/s) "
+            f"rejected {st['rejected']:,} signals {st['signals']:,} orders {st['orders']:,} "
+            f"fills {st['fills']:,}",
+            highlight=False,
+        )
+
+
+@data_app.command("import")
+def data_import(
+    paths: Annotated[list[Path], typer.Argument(help="Parquet, CSV or ccxt OHLCV JSON files")],
+    config: ConfigOpt = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="symbol of a ccxt OHLCV list (files without a symbol)")
+    ] = None,
+    lake_root: Annotated[Path | None, typer.Option(help="lake folder (default: config)")] = None,
+) -> None:
+    """Validate files and append what passes to the lake (rejects go to the dead-letter file)."""
+    settings = load_settings(config)
+    root = lake_root or Path(settings.storage.lake_root)
+    lake = Lake(root, cold_root=settings.storage.lake_cold_root)
+    dead = DeadLetterFile(root / "_rejected" / "import.parquet")
+    table = Table(title=f"imported into {root}", title_justify="left")
+    for col in ("file", "dataset", "symbols", "rows", "written", "rejected", "flagged"):
+        table.add_column(col)
+    with Progress(
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        for path in paths:
+            task = bar.add_task(path.name, total=None)
+            done = import_file(
+                path,
+                lake,
+                symbol=symbol,
+                dead_letters=dead,
+                progress=lambda n, total, t=task: bar.update(t, completed=n, total=total),
+            )
+            table.add_row(
+                path.name,
+                done["dataset"],
+                ", ".join(done["symbols"]),
+                f"{done['rows']:,}",
+                f"{done['written']:,}",
+                ", ".join(f"{k} {v:,}" for k, v in done["rejected"].items()) or "0",
+                ", ".join(f"{k} {v:,}" for k, v in done["flagged"].items()) or "0",
+            )
+    out.print(table)
+
+
+@data_app.command("ls")
+def data_ls(
+    config: ConfigOpt = None,
+    lake_root: Annotated[Path | None, typer.Option(help="lake folder (default: config)")] = None,
+) -> None:
+    """List the lake: datasets, symbols, first and last timestamps, row counts."""
+    settings = load_settings(config)
+    root = lake_root or Path(settings.storage.lake_root)
+    inventory = Lake(root, cold_root=settings.storage.lake_cold_root).inventory()
+    if inventory.is_empty():
+        out.print(f"the lake at {root} is empty; add data with `quantlab data import FILE`")
+        return
+    table = Table(title=f"lake {root}", title_justify="left")
+    for col in ("dataset", "symbol", "first", "last", "rows"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for ds, sym, first, last, rows in inventory.rows():
+        table.add_row(
+            ds, sym, f"{first:%Y-%m-%d %H:%M:%S}", f"{last:%Y-%m-%d %H:%M:%S}", f"{rows:,}"
+        )
     out.print(table)
 
 

@@ -90,11 +90,35 @@ class ExecutionConfig(_Section):
     taker_fee_bps: Decimal = Field(Decimal("7.5"), ge=0)
 
 
+class SourceConfig(BaseModel):
+    """One market-data source of live mode: ``type`` picks the adapter, the rest is its
+    configuration (checked by the adapter's own config when the engine builds it)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Literal["synthetic", "replay", "alpaca", "coinbase", "ccxt", "polygon", "news"]
+    name: str | None = None
+
+
+class LiveConfig(_Section):
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(type="synthetic")],
+        description="market-data sources of `quantlab live` (default: one synthetic source)",
+    )
+    stale_after_s: float = Field(30.0, gt=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    max_future_s: float = Field(5.0, gt=0, description="reject events this far in the future")
+    write_lake: bool = True
+    status_every_s: float = Field(1.0, gt=0)
+
+
 class StorageConfig(_Section):
     db_url: str | None = Field(
         None, description="SQLAlchemy URL; unset: a SQLite file inside each run's folder"
     )
     lake_root: str = "var/lake"
+    lake_cold_root: str = "var/lake-cold"
     runs_dir: str = "runs"
 
 
@@ -138,6 +162,7 @@ class Settings(BaseSettings):
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
     storage: StorageConfig = StorageConfig()
+    live: LiveConfig = LiveConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 

@@ -24,6 +24,7 @@ from quantlab.core.errors import (
 )
 from quantlab.core.messages import (
     Bar,
+    DataGap,
     FeatureBatch,
     Fill,
     MarketBatch,
@@ -47,6 +48,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "DataError",
+    "DataGap",
     "EventType",
     "FeatureBatch",
     "Fill",

@@ -111,7 +111,10 @@ class NewsEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 class MarketBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """A batch of validated market events of one kind, possibly many symbols, time-sorted.
+    """A batch of validated market events of one kind and one source, many symbols.
+
+    The frame has the kind's schema (`core.schemas`) plus a ``flags`` bit column (data-quality
+    flags, `quantlab.ingest.quality`); rows are in arrival order, time-ordered per symbol.
 
     In-process only (the frame travels by reference); across processes it travels as Arrow IPC.
     """
@@ -121,6 +124,7 @@ class MarketBatch(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     ts_min: int
     ts_max: int
+    source: str = ""
 
 
 class FeatureBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -250,6 +254,16 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True, tag=True):
         _require_aware("fill timestamp", self.timestamp)
 
 
+class DataGap(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """No event for `symbol` from `source` between `start` and `end` (an alert, DESIGN §6)."""
+
+    source: str
+    symbol: str
+    start: dt.datetime
+    end: dt.datetime
+    seconds: float
+
+
 class PositionUpdate(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """A symbol's position after a fill, published on ``portfolio.positions``."""
 
@@ -277,6 +291,7 @@ WireMessage = (
     | OrderEvent
     | Fill
     | PositionUpdate
+    | DataGap
 )
 
 _json_decoder = msgspec.json.Decoder(WireMessage)

@@ -1,18 +1,24 @@
 """The `Node`: the one composition root. It wires bus, stages and adapters for a mode.
 
-Backtest: simulated clock, replay source, paper venue, lockstep ingestion (each batch's
-consequences settle before the next batch). The same components serve the other modes; only
-the clock, the sources and the venue differ.
+* ``backtest``: simulated clock, replay source, paper venue, lockstep ingestion (each batch's
+  consequences settle before the next batch is released): deterministic and causal.
+* ``live``: wall clock, the configured sources (synthetic by default) in the multiplexer,
+  paper venue, batches flushed by size or time, every batch appended to the lake; runs until
+  stopped (a signal, `stop()`, or `duration_s`).
+
+The stages are the same objects in both modes; only the clock, the sources and the pacing differ.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 import polars as pl
 
@@ -20,22 +26,29 @@ from quantlab.adapters.sim import PaperVenue, ReplaySource
 from quantlab.bus.component import Component
 from quantlab.bus.memory import InProcessBus
 from quantlab.config import Settings
-from quantlab.core.clock import SimulatedClock
+from quantlab.core.clock import Clock, SimulatedClock, WallClock
 from quantlab.core.enums import TimeInForce
 from quantlab.core.errors import QuantlabError
 from quantlab.core.instruments import InstrumentBook
 from quantlab.engine.result import RunResult, RunSummary
+from quantlab.engine.sources import build_sources
 from quantlab.execution import ExecutionEngine, OrderBuilder, OrderTracker, Router
 from quantlab.features import CrossoverFeatures, FeatureEngine
 from quantlab.ingest import IngestEngine
+from quantlab.ingest.multiplexer import Backoff
+from quantlab.ingest.ports import MarketDataSource
+from quantlab.ingest.quality import QualityConfig
 from quantlab.portfolio import SettlementEngine
 from quantlab.risk import RiskEngine, RiskLimits
 from quantlab.signals import EmaCross, StrategyContext, StrategyEngine
 from quantlab.storage.deadletter import DeadLetterFile
+from quantlab.storage.lake import Lake
+from quantlab.storage.lake_writer import LakeWriter
 from quantlab.storage.sql.engine import make_engine, upgrade
 from quantlab.storage.sql.store import SqlOrderStore
 
 Progress = Callable[[int, int], None]
+Mode = Literal["backtest", "live"]
 
 
 class EngineError(QuantlabError):
@@ -54,52 +67,75 @@ class Node:
     ----------
     settings
         The run's configuration.
+    mode
+        ``"backtest"`` (default) or ``"live"``.
     bars
-        Bars to replay instead of ``settings.data`` (a frame in the bar schema).
+        Backtest only: bars to replay instead of ``settings.data`` (a frame in the bar schema).
+    sources
+        Live only: sources to run instead of ``settings.live.sources``.
     run_dir
         Where the run writes its database, dead letters and summary; default
         ``<runs_dir>/<YYYY-MM-DD>/<run_id>``.
     progress
-        Called as ``progress(rows_done, rows_total)`` while data is replayed.
+        Backtest: called as ``progress(rows_done, rows_total)`` while data is replayed.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        mode: Mode = "backtest",
         bars: pl.DataFrame | None = None,
+        sources: list[MarketDataSource] | None = None,
         run_dir: str | Path | None = None,
         run_id: str | None = None,
         progress: Progress | None = None,
     ) -> None:
+        if mode not in ("backtest", "live"):
+            raise QuantlabError(f"unknown mode {mode!r}; expected 'backtest' or 'live'")
         self.settings = settings
+        self.mode = mode
         self.run_id = run_id or new_run_id()
         day = dt.datetime.now(dt.UTC).date().isoformat()
         self.run_dir = Path(run_dir or Path(settings.storage.runs_dir) / day / self.run_id)
-        self.progress = progress
         s = settings
-        self.source = ReplaySource(
-            paths=None if bars is not None else list(s.data.paths),
-            frame=bars,
-            symbols=s.data.symbols,
-            start=s.data.start,
-            end=s.data.end,
-            chunk_rows=max(s.ingest.batch_size, 10_000),
-        )
-        self.clock = SimulatedClock()
+        self.clock: Clock
+        if mode == "backtest":
+            self.clock = SimulatedClock()
+            replay = ReplaySource(
+                paths=None if bars is not None else list(s.data.paths),
+                frame=bars,
+                symbols=s.data.symbols,
+                start=s.data.start,
+                end=s.data.end,
+                chunk_rows=max(s.ingest.batch_size, 10_000),
+            )
+            self.sources: list[MarketDataSource] = [replay]
+            self.symbols = replay.symbols
+            quality = QualityConfig(max_future_s=None, max_age_s=None)
+        else:
+            self.clock = WallClock()
+            self.sources = sources if sources is not None else build_sources(s, self.clock)
+            self.symbols = []
+            quality = QualityConfig(max_future_s=s.live.max_future_s)
         self.bus = InProcessBus()
         self.instruments = InstrumentBook(s.execution.tick_size, s.execution.lot_size)
         self.db_url = s.storage.db_url or f"sqlite:///{self.run_dir / 'quantlab.db'}"
         self.dead_letters = DeadLetterFile(self.run_dir / "rejected.parquet")
-        total = self.source.total_rows or 0
+        total = sum(src.total_rows or 0 for src in self.sources)
         self.ingest = IngestEngine(
-            [self.source],
+            self.sources,
             clock=self.clock,
             batch_size=s.ingest.batch_size,
             flush_ms=s.ingest.flush_ms,
-            lockstep=True,
+            lockstep=mode == "backtest",
+            quality=quality,
             reject_sink=self.dead_letters,
             progress=(lambda n: progress(n, total)) if progress else None,
+            backoff=Backoff(
+                s.live.backoff_initial_s, max(s.live.backoff_max_s, s.live.backoff_initial_s)
+            ),
+            stale_after_s=s.live.stale_after_s if mode == "live" else None,
         )
         self.features = FeatureEngine(CrossoverFeatures(s.features.fast, s.features.slow))
         self.strategies = StrategyEngine(
@@ -126,11 +162,16 @@ class Node:
         )
         self.settlement = SettlementEngine(self.instruments)
         # A backtest's own database is scratch (the run can be recomputed): no fsync per commit.
-        self._sql = make_engine(self.db_url, durable=s.storage.db_url is not None)
+        durable = mode == "live" or s.storage.db_url is not None
+        self._sql = make_engine(self.db_url, durable=durable)
         self.store = SqlOrderStore(self._sql)
         self.execution = ExecutionEngine(
             Router([self.venue], default=self.venue.name), OrderTracker(self.store)
         )
+        self.lake_writer: LakeWriter | None = None
+        if mode == "live" and s.live.write_lake:
+            lake = Lake(s.storage.lake_root, cold_root=s.storage.lake_cold_root)
+            self.lake_writer = LakeWriter(lake)
         self.components: list[Component] = [
             self.venue,
             self.features,
@@ -139,58 +180,103 @@ class Node:
             self.risk,
             self.execution,
             self.settlement,
+            *([self.lake_writer] if self.lake_writer else []),
             self.ingest,
         ]
+        self._stop = asyncio.Event()
+        self._started: dt.datetime | None = None
+        self._t0 = 0.0
 
-    def run(self) -> RunResult:
-        """Run to the end of the data (blocking); see `run_async`."""
-        return asyncio.run(self.run_async())
+    # -- running ---------------------------------------------------------------------------
+    def run(self, *, duration_s: float | None = None) -> RunResult:
+        """Run (blocking) to the end of the data, or in live mode until stopped."""
+        return asyncio.run(self.run_async(duration_s=duration_s))
 
-    async def run_async(self, *, strict: bool = True) -> RunResult:
-        """Run to the end of the data and return the result.
+    def stop(self) -> None:
+        """Ask a live run to stop: flush batches, settle, persist, summarise."""
+        self._stop.set()
 
-        With `strict`, a stage that raised (its message was dead-lettered after retries)
-        fails the run with an `EngineError` once the data are through.
+    async def run_async(
+        self, *, duration_s: float | None = None, strict: bool | None = None
+    ) -> RunResult:
+        """Run and return the result.
+
+        With `strict` (default in backtests), a stage that raised (its message was
+        dead-lettered after retries) fails the run with an `EngineError` at the end; a live
+        run keeps going and reports the errors in its summary instead.
         """
+        strict = self.mode == "backtest" if strict is None else strict
+        self._stop = asyncio.Event()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self._sql)
-        started = dt.datetime.now(dt.UTC)
-        t0 = time.perf_counter()
+        self._started = dt.datetime.now(dt.UTC)
+        self._t0 = time.perf_counter()
         try:
             for component in self.components:
                 await component.start(self.bus)
-            await self.ingest.run()
-            await self.bus.drain()
+            ingest = asyncio.get_running_loop().create_task(self.ingest.run(), name="ingest")
+            waiters = [ingest, asyncio.ensure_future(self._stop.wait())]
+            await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+            await self.ingest.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                if not ingest.done():
+                    await asyncio.wait_for(ingest, timeout=30)
+                elif ingest.exception() is not None:
+                    raise ingest.exception()  # type: ignore[misc]
+            waiters[1].cancel()
+            await self.bus.drain(timeout=60)
             for component in self.components:
                 await component.stop()
+            await self.bus.drain(timeout=60)
         finally:
             await self.bus.close()
             self.dead_letters.flush()
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - self._t0
         errors = self.bus.handler_errors
         if strict and errors:
             stage, exc = errors[0]
             raise EngineError(
                 f"stage {stage!r} failed {len(errors)} time(s); first: {type(exc).__name__}: {exc}"
             ) from exc
-        result = self._result(started, wall)
+        result = self._result(wall)
         (self.run_dir / "summary.json").write_bytes(result.summary.to_json())
         self._sql.dispose()
         return result
 
-    def _result(self, started: dt.datetime, wall: float) -> RunResult:
+    def status(self) -> dict[str, Any]:
+        """Live figures while running (events, orders, fills, per-source metrics)."""
         ingest = self.ingest.stats()
-        orders = self.store.orders_frame()
+        wall = max(time.perf_counter() - self._t0, 1e-9) if self._t0 else 0.0
+        return {
+            "events": ingest["rows_in"],
+            "events_per_s": ingest["rows_in"] / wall if wall else 0.0,
+            "batches": ingest["batches"],
+            "rejected": sum(ingest["rejected"].values()),
+            "signals": sum(self.strategies.signals.values()),
+            "orders": self.builder.built,
+            "fills": self.execution.fills,
+            "sources": ingest["sources"],
+        }
+
+    def _result(self, wall: float) -> RunResult:
+        ingest = self.ingest.stats()
         fills = self.store.fills_frame()
+        symbols = self.symbols or sorted(
+            {p.symbol for p in self.settlement.portfolio.positions.values()}
+        )
         summary = RunSummary(
             run_id=self.run_id,
-            mode="backtest",
-            started_at=started.isoformat(),
-            data=list(self.settings.data.paths),
-            symbols=len(self.source.symbols),
+            mode=self.mode,
+            started_at=(self._started or dt.datetime.now(dt.UTC)).isoformat(),
+            data=[s.name for s in self.sources]
+            if self.mode == "live"
+            else list(self.settings.data.paths),
+            symbols=len(symbols),
             events=ingest["rows_in"],
             events_accepted=ingest["rows_accepted"],
             rejected=ingest["rejected"],
+            flagged=ingest["flagged"],
+            gaps=ingest["gaps"],
             batches=ingest["batches"],
             feature_rows=self.features.rows,
             signals=sum(self.strategies.signals.values()),
@@ -202,13 +288,14 @@ class Node:
             wall_s=round(wall, 4),
             events_per_s=round(ingest["rows_in"] / wall, 1) if wall > 0 else 0.0,
             handler_errors=len(self.bus.handler_errors),
-            dead_letters=len(self.bus.dead_letters),
+            dead_letters=self.bus.dead_lettered,
             run_dir=str(self.run_dir),
             database=self._sql.url.render_as_string(hide_password=True),
+            sources=ingest["sources"] if self.mode == "live" else {},
         )
         return RunResult(
             summary=summary,
-            orders=orders,
+            orders=self.store.orders_frame(),
             fills=fills,
             positions=self.settlement.positions_frame(),
             run_dir=self.run_dir,

@@ -22,6 +22,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     events: int
     events_accepted: int
     rejected: dict[str, int]
+    flagged: dict[str, int]
+    gaps: int
     batches: int
     feature_rows: int
     signals: int
@@ -36,6 +38,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     dead_letters: int
     run_dir: str
     database: str
+    sources: dict[str, dict[str, Any]] = {}
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

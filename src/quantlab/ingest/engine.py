@@ -1,10 +1,18 @@
-"""`IngestEngine`: sources -> validation -> batcher -> ``market.data.<kind>`` on the bus."""
+"""`IngestEngine`: sources -> quality checks -> batcher -> ``market.data.<kind>`` on the bus.
+
+Backtest (`lockstep`): sources are consumed one after another; before each batch is published
+the simulated clock moves to its newest timestamp, and after it the engine waits for the bus
+to drain, so every consequence of batch k (orders, fills) happens before batch k+1 is seen.
+Live: every source runs in the multiplexer (reconnects, staleness), batches flush at
+`batch_size` rows or after `flush_ms`, whichever comes first.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +20,16 @@ import polars as pl
 
 from quantlab.bus import topics
 from quantlab.bus.base import Bus
-from quantlab.core.clock import Clock, SimulatedClock
+from quantlab.core.clock import Clock, SimulatedClock, ns_to_datetime
+from quantlab.core.enums import EventType
 from quantlab.core.errors import BusError
-from quantlab.core.messages import MarketBatch
+from quantlab.core.messages import DataGap, MarketBatch, NewsEvent
+from quantlab.core.schemas import TIMESTAMP
 from quantlab.ingest.batcher import Batcher
+from quantlab.ingest.items import Events, Heartbeat, Reject, SourceItem
+from quantlab.ingest.multiplexer import Backoff, Multiplexer
 from quantlab.ingest.ports import MarketDataSource
-from quantlab.ingest.validation import Validator
+from quantlab.ingest.quality import QualityChecker, QualityConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +37,18 @@ RejectSink = Callable[[str, pl.DataFrame], None]
 
 
 class IngestEngine:
-    """Runs sources, validates and batches their events, publishes `MarketBatch`es.
+    """Runs sources, checks and batches their events, publishes `MarketBatch`es.
 
     Parameters
     ----------
     lockstep
-        Backtest mode: before publishing the next batch, wait until the bus has drained the
-        previous one (every consequence of batch k, orders and fills included, happens before
-        batch k+1 is seen). This is what makes a backtest deterministic and causal.
+        Backtest mode (see the module docstring).
+    quality
+        Data-quality thresholds (`QualityConfig`); time rules use `clock`.
     reject_sink
         Receives ``(source name, rejected rows with a reason column)``: the dead-letter store.
     progress
-        Called with the number of raw rows consumed so far, for progress bars.
+        Called with the number of raw events consumed so far, for progress bars.
     """
 
     name = "ingest"
@@ -49,82 +61,183 @@ class IngestEngine:
         batch_size: int = 1000,
         flush_ms: float = 5.0,
         lockstep: bool = False,
+        quality: QualityConfig | None = None,
         reject_sink: RejectSink | None = None,
         progress: Callable[[int], None] | None = None,
+        backoff: Backoff | None = None,
+        stale_after_s: float | None = 30.0,
+        news_window: int = 100_000,
     ) -> None:
         self.sources = sources
         self.clock = clock
         self.batch_size = batch_size
         self.flush_ms = flush_ms
         self.lockstep = lockstep
+        self.quality = quality or QualityConfig()
         self.reject_sink = reject_sink
         self.progress = progress
+        self.multiplexer = Multiplexer(sources, backoff=backoff, stale_after_s=stale_after_s)
+        self._asset = {s.name: s.asset_class for s in sources}
+        self._checkers: dict[tuple[str, EventType], QualityChecker] = {}
+        self._batchers: dict[tuple[str, EventType], Batcher] = {}
+        self._news_seen: OrderedDict[str, None] = OrderedDict()
+        self._news_window = news_window
         self._bus: Bus | None = None
         self._seq = 0
+        self._stopping = False
         self.rows_in = 0
         self.rows_accepted = 0
         self.batches = 0
+        self.news = 0
         self.rejected: Counter[str] = Counter()
+        self.flagged: Counter[str] = Counter()
+        self.gaps = 0
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
 
     async def stop(self) -> None:
-        return None
+        """Stop taking items and publish what the batchers hold."""
+        self._stopping = True
+        self.multiplexer.stop()
+        await self.flush()
 
     async def run(self) -> None:
-        """Consume every source to its end (backtest) or until cancelled (live)."""
+        """Consume every source to its end (backtest) or until `stop()` (live)."""
         if self._bus is None:
             raise BusError("IngestEngine.run() before start()")
+        self._stopping = False
         if self.lockstep:
             for source in self.sources:  # one at a time: a deterministic order
-                await self._run_source(source)
-        else:
-            await asyncio.gather(*(self._run_source(s) for s in self.sources))
-
-    async def _run_source(self, source: MarketDataSource) -> None:
-        validator = Validator(source.kind)
-        batcher = Batcher(self.batch_size, self.flush_ms)
+                async for item in source.stream():
+                    await self.on_item(source.name, item)
+                    if self._stopping:
+                        break
+                await self.flush()
+            return
+        flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="ingest-flush")
         try:
-            async for raw in source.stream():
-                self.rows_in += raw.height
-                good, bad = validator.validate(raw)
-                if bad.height:
-                    self.rejected.update(dict(bad["reason"].value_counts().iter_rows()))
-                    if self.reject_sink is not None:
-                        self.reject_sink(source.name, bad)
-                self.rows_accepted += good.height
-                for batch in batcher.add(good):
-                    await self._publish(source, batch)
-                if self.progress is not None:
-                    self.progress(self.rows_in)
+            await self.multiplexer.run(self.on_item)
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self.flush()
+
+    async def _flush_loop(self) -> None:
+        period = max(self.flush_ms / 2000.0, 0.0005)
+        while True:
+            await asyncio.sleep(period)
+            for key, batcher in list(self._batchers.items()):
+                if batcher.due():
+                    rest = batcher.flush()
+                    if rest is not None:
+                        await self._publish(key[0], key[1], rest)
+
+    async def flush(self) -> None:
+        for (source, kind), batcher in list(self._batchers.items()):
             rest = batcher.flush()
             if rest is not None:
-                await self._publish(source, rest)
+                await self._publish(source, kind, rest)
 
-    async def _publish(self, source: MarketDataSource, frame: pl.DataFrame) -> None:
-        assert self._bus is not None  # noqa: S101
-        ts = frame["timestamp"].cast(pl.Int64)
+    async def on_item(self, source: str, item: SourceItem) -> None:
+        """Take one item from `source` (the multiplexer's sink)."""
+        if isinstance(item, Events):
+            await self._on_events(source, item)
+        elif isinstance(item, Reject):
+            self.rows_in += 1
+            self.rejected[item.reason] += 1
+            if self.reject_sink is not None:
+                self.reject_sink(
+                    source,
+                    pl.DataFrame(
+                        {"reason": [item.reason], "detail": [item.detail], "raw": [item.raw]}
+                    ),
+                )
+        elif isinstance(item, NewsEvent):
+            await self._on_news(item)
+        elif isinstance(item, Heartbeat):
+            return
+
+    async def _on_events(self, source: str, item: Events) -> None:
+        key = (source, item.kind)
+        checker = self._checkers.get(key)
+        if checker is None:
+            checker = self._checkers[key] = QualityChecker(
+                item.kind, self.quality, asset_class=self._asset.get(source, "crypto")
+            )
+            self._batchers[key] = Batcher(self.batch_size, self.flush_ms)
+        self.rows_in += item.frame.height
+        result = checker.check(item.frame, self.clock.now_ns())
+        if result.rejected.height:
+            self.rejected.update(dict(result.rejected["reason"].value_counts().iter_rows()))
+            if self.reject_sink is not None:
+                self.reject_sink(source, result.rejected)
+        self.rows_accepted += result.accepted.height
+        for batch in self._batchers[key].add(result.accepted):
+            await self._publish(source, item.kind, batch)
+        if result.gaps and self._bus is not None:
+            self.gaps += len(result.gaps)
+            for gap in result.gaps:
+                await self._bus.publish(
+                    topics.system("alert"),
+                    DataGap(
+                        source=source,
+                        symbol=gap.symbol,
+                        start=ns_to_datetime(gap.start_ns),
+                        end=ns_to_datetime(gap.end_ns),
+                        seconds=gap.seconds,
+                    ),
+                )
+        if self.progress is not None:
+            self.progress(self.rows_in)
+
+    async def _on_news(self, news: NewsEvent) -> None:
+        if news.id in self._news_seen or self._bus is None:
+            return
+        self._news_seen[news.id] = None
+        if len(self._news_seen) > self._news_window:
+            self._news_seen.popitem(last=False)
+        self.news += 1
+        for symbol in news.symbols:
+            try:
+                topic = topics.news(symbol)
+            except BusError:
+                self.rejected["bad_news_symbol"] += 1
+                continue
+            await self._bus.publish(topic, news, msg_id=f"news:{news.id}:{symbol}")
+
+    async def _publish(self, source: str, kind: EventType, frame: pl.DataFrame) -> None:
+        if self._bus is None:
+            raise BusError("IngestEngine publishing before start()")
+        ts = frame["timestamp"].cast(TIMESTAMP).cast(pl.Int64)
         batch = MarketBatch(
-            kind=source.kind,
+            kind=kind,
             frame=frame,
             seq=self._seq,
             ts_min=int(ts.min()),  # type: ignore[arg-type]
             ts_max=int(ts.max()),  # type: ignore[arg-type]
+            source=source,
         )
         self._seq += 1
         self.batches += 1
         if isinstance(self.clock, SimulatedClock):
             self.clock.advance_to(batch.ts_max)
-        await self._bus.publish(topics.market_data(source.kind), batch)
+        await self._bus.publish(topics.market_data(kind), batch)
         if self.lockstep:
             await self._bus.drain()
 
     def stats(self) -> dict[str, Any]:
+        flagged: Counter[str] = Counter()
+        for checker in self._checkers.values():
+            flagged.update(checker.flagged)
         return {
             "rows_in": self.rows_in,
             "rows_accepted": self.rows_accepted,
             "batches": self.batches,
             "rejected": dict(self.rejected),
+            "flagged": dict(flagged),
+            "gaps": self.gaps,
+            "news": self.news,
+            "sources": self.multiplexer.metrics(),
         }

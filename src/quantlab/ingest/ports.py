@@ -1,25 +1,49 @@
-"""The `MarketDataSource` port: what feeds ingestion."""
+"""Ports of the ingestion stage: what feeds it.
+
+`MarketDataSource` is implemented by every adapter (`adapters/sim`, `alpaca`, `coinbase`,
+`ccxt`, `polygon`, `news`). The multiplexer runs many of them at once and reconnects the ones
+that fail; ingestion validates, deduplicates and batches what they yield.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 import polars as pl
 
-from quantlab.core.enums import EventType
+from quantlab.core.errors import QuantlabError
+from quantlab.ingest.items import SourceItem
+
+
+class SourceDisconnected(QuantlabError):  # noqa: N818 (reads as the event it is)
+    """The source lost its connection; the multiplexer will reconnect it (after a backoff)."""
 
 
 @runtime_checkable
 class MarketDataSource(Protocol):
-    """Yields frames of raw market events of one kind, in the kind's schema (`core.schemas`).
+    """A stream of market events.
 
-    Frames may hold bad rows: ingestion validates them. `total_rows`, when known, drives
-    progress bars.
+    `stream()` connects, authenticates, subscribes and yields items until the data end
+    (a finite source: replay, a bounded synthetic run) or the connection fails (it raises,
+    `SourceDisconnected` for a lost connection). Each call is a fresh connection, so the
+    multiplexer reconnects and resubscribes by calling it again. Parsing never raises on bad
+    input; it yields `Reject`s. `asset_class` ("crypto", "equity", "fx") tells the gap rule
+    whether the market sleeps; `total_rows`, when known, drives progress bars.
     """
 
     name: str
-    kind: EventType
+    asset_class: str
     total_rows: int | None
 
-    def stream(self) -> AsyncIterator[pl.DataFrame]: ...
+    def stream(self) -> AsyncIterator[SourceItem]: ...
+
+
+@runtime_checkable
+class HistoricalBars(Protocol):
+    """REST backfill of bars, in `core.schemas.BAR_SCHEMA` (used to heal gaps)."""
+
+    async def fetch_bars(
+        self, symbol: str, start: dt.datetime, end: dt.datetime, timeframe: str = "1m"
+    ) -> pl.DataFrame: ...

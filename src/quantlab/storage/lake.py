@@ -1,18 +1,28 @@
 """The Parquet lake (DESIGN §5): ``<root>/<dataset>/<YYYY-MM-DD>/<SYMBOL>.parquet``, zstd.
 
 A dataset is a kind of data (``bar``, ``trade``, ``quote``, ``features`` ...). Symbols are made
-path-safe by percent-encoding (``ADA/BTC`` -> ``ADA%2FBTC``), which is reversible. Every write
-goes to a temporary file in the same folder, is fsynced and then renamed over the target, so a
-crash leaves either the old file or the new one, never a partial one.
+path-safe by percent-encoding (``ADA/BTC`` -> ``ADA%2FBTC``), which is reversible.
+
+Writes append *part files* (``<day>/.parts/<SYMBOL>/part-*.parquet``); `compact` merges a
+partition's parts into its main file and then deletes them. The main file records the names
+of the parts it absorbed (Parquet key-value metadata ``quantlab.parts``), so a crash between
+writing the main file and deleting the parts never makes a reader count rows twice. Every file
+is written to a temporary name, fsynced and renamed: a crash leaves the old file or the new
+one, never a partial one. `retain` moves days past the hot horizon to a cold tier and deletes
+them past the retention horizon.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 import polars as pl
@@ -20,6 +30,8 @@ import polars as pl
 from quantlab.core.errors import DataError, StorageError
 
 _TMP_PREFIX = ".tmp-"
+_PARTS = ".parts"
+_META_KEY = "quantlab.parts"
 
 
 def safe_symbol(symbol: str) -> str:
@@ -33,7 +45,7 @@ def unsafe_symbol(name: str) -> str:
     return unquote(name)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -41,57 +53,118 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_parquet(frame: pl.DataFrame, target: Path) -> None:
+def atomic_write_parquet(
+    frame: pl.DataFrame, target: Path, metadata: dict[str, str] | None = None
+) -> None:
     """Write `frame` to `target` so that readers see the old file or the new one, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}-{target.name}"
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        frame.write_parquet(tmp, compression="zstd", statistics=True, metadata=metadata)
+        _fsync(tmp)
         tmp.replace(target)
-        _fsync_dir(target.parent)
+        _fsync(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def _absorbed(main: Path) -> set[str]:
+    """Names of the part files a main file already contains."""
+    try:
+        meta = pl.read_parquet_metadata(main)
+    except Exception as exc:  # a main file we cannot read is a storage fault, say which
+        raise StorageError(f"unreadable lake file {main}: {exc}") from exc
+    return set(json.loads(meta.get(_META_KEY, "[]")))
+
+
 class Lake:
-    """Partitioned Parquet storage of market data and features."""
+    """Partitioned Parquet storage of market data and features, with a hot and a cold tier."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, cold_root: str | Path | None = None) -> None:
         self.root = Path(root)
+        self.cold_root = Path(cold_root) if cold_root is not None else None
 
+    # -- layout ----------------------------------------------------------------------------
     def path(self, dataset: str, day: dt.date, symbol: str) -> Path:
         return self.root / dataset / day.isoformat() / f"{safe_symbol(symbol)}.parquet"
 
-    def write(self, frame: pl.DataFrame, dataset: str) -> list[Path]:
-        """Append `frame` (needs ``symbol`` and a UTC ``timestamp``) to its partitions.
+    def parts_dir(self, dataset: str, day: dt.date, symbol: str) -> Path:
+        return self.root / dataset / day.isoformat() / _PARTS / safe_symbol(symbol)
 
-        Rows are merged with what a partition already holds, exact duplicate rows are dropped
-        and the result is sorted by time. Returns the files written.
-        """
+    @staticmethod
+    def _partitions(frame: pl.DataFrame, dataset: str) -> dict[tuple[str, dt.date], pl.DataFrame]:
         missing = {"symbol", "timestamp"} - set(frame.columns)
         if missing:
             raise DataError(f"lake frame for {dataset!r} lacks columns {sorted(missing)}")
-        if frame.is_empty():
-            return []
         keyed = frame.with_columns(pl.col("timestamp").dt.date().alias("__day"))
-        written = []
+        out = {}
         for (symbol, day), part in keyed.partition_by(
             ["symbol", "__day"], as_dict=True, maintain_order=True
         ).items():
-            target = self.path(dataset, day, str(symbol))
-            part = part.drop("__day")
-            if target.exists():
-                part = pl.concat([pl.read_parquet(target), part], how="vertical_relaxed")
-            part = part.unique(maintain_order=True).sort("timestamp", maintain_order=True)
-            atomic_write_parquet(part, target)
-            written.append(target)
+            out[(str(symbol), day)] = part.drop("__day")
+        return out
+
+    # -- writing ---------------------------------------------------------------------------
+    def append(self, frame: pl.DataFrame, dataset: str) -> list[Path]:
+        """Append `frame` (needs ``symbol`` and a UTC ``timestamp``) as part files."""
+        if frame.is_empty():
+            return []
+        written = []
+        for (symbol, day), part in self._partitions(frame, dataset).items():
+            folder = self.parts_dir(dataset, day, symbol)
+            name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            atomic_write_parquet(part, folder / name)
+            written.append(folder / name)
         return written
+
+    def write(self, frame: pl.DataFrame, dataset: str) -> list[Path]:
+        """Append `frame` and compact the partitions it touched (for imports)."""
+        touched = {(s, d) for s, d in self._partitions(frame, dataset)} if frame.height else set()
+        self.append(frame, dataset)
+        return [self._compact_partition(dataset, day, symbol) for symbol, day in sorted(touched)]
+
+    def compact(self, dataset: str | None = None) -> int:
+        """Merge every partition's part files into its main file; returns partitions merged."""
+        merged = 0
+        for ds in [dataset] if dataset else self.datasets():
+            base = self.root / ds
+            if not base.is_dir():
+                continue
+            for parts_root in sorted(base.glob(f"*/{_PARTS}")):
+                day = dt.date.fromisoformat(parts_root.parent.name)
+                for sym_dir in sorted(p for p in parts_root.iterdir() if p.is_dir()):
+                    if any(sym_dir.glob("part-*.parquet")):
+                        self._compact_partition(ds, day, unsafe_symbol(sym_dir.name))
+                        merged += 1
+        return merged
+
+    def _compact_partition(self, dataset: str, day: dt.date, symbol: str) -> Path:
+        main = self.path(dataset, day, symbol)
+        folder = self.parts_dir(dataset, day, symbol)
+        parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+        done = _absorbed(main) if main.exists() else set()
+        fresh = [p for p in parts if p.name not in done]
+        if fresh:
+            frames = ([pl.read_parquet(main)] if main.exists() else []) + [
+                pl.read_parquet(p) for p in fresh
+            ]
+            merged = (
+                pl.concat(frames, how="diagonal_relaxed")
+                .unique(maintain_order=True)
+                .sort("timestamp", maintain_order=True)
+            )
+            names = sorted(done | {p.name for p in fresh})
+            atomic_write_parquet(merged, main, metadata={_META_KEY: json.dumps(names)})
+        for p in parts:  # all absorbed now: safe to delete
+            p.unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        return main
+
+    # -- reading ---------------------------------------------------------------------------
+    def _tiers(self) -> list[Path]:
+        return [self.root] + ([self.cold_root] if self.cold_root is not None else [])
 
     def files(
         self,
@@ -100,25 +173,42 @@ class Lake:
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
     ) -> list[Path]:
-        base = self.root / dataset
-        if not base.is_dir():
-            return []
-        wanted = None if symbols is None else {safe_symbol(s) + ".parquet" for s in symbols}
+        """The readable files (main files and parts not yet absorbed) that may hold the rows."""
+        wanted = None if symbols is None else {safe_symbol(s) for s in symbols}
         out = []
-        for day_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            try:
-                day = dt.date.fromisoformat(day_dir.name)
-            except ValueError:
+        for tier in self._tiers():
+            base = tier / dataset
+            if not base.is_dir():
                 continue
-            if start is not None and day < start.date():
-                continue
-            if end is not None and day > end.date():
-                continue
-            for f in sorted(day_dir.glob("*.parquet")):
-                if f.name.startswith(_TMP_PREFIX):
+            for day_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+                try:
+                    day = dt.date.fromisoformat(day_dir.name)
+                except ValueError:
                     continue
-                if wanted is None or f.name in wanted:
-                    out.append(f)
+                if start is not None and day < start.date():
+                    continue
+                if end is not None and day > end.date():
+                    continue
+                out.extend(self._day_files(day_dir, wanted))
+        return out
+
+    @staticmethod
+    def _day_files(day_dir: Path, wanted: set[str] | None) -> list[Path]:
+        out = []
+        absorbed: dict[str, set[str]] = {}
+        for f in sorted(day_dir.glob("*.parquet")):
+            stem = f.name[: -len(".parquet")]
+            if f.name.startswith(_TMP_PREFIX) or (wanted is not None and stem not in wanted):
+                continue
+            out.append(f)
+            absorbed[stem] = _absorbed(f)
+        parts_root = day_dir / _PARTS
+        if parts_root.is_dir():
+            for sym_dir in sorted(p for p in parts_root.iterdir() if p.is_dir()):
+                if wanted is not None and sym_dir.name not in wanted:
+                    continue
+                done = absorbed.get(sym_dir.name, set())
+                out.extend(p for p in sorted(sym_dir.glob("part-*.parquet")) if p.name not in done)
         return out
 
     def scan(
@@ -128,7 +218,7 @@ class Lake:
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
     ) -> pl.LazyFrame:
-        """A LazyFrame over the partitions that can hold the rows asked for (pushdown)."""
+        """A LazyFrame over the files that can hold the rows asked for (predicate pushdown)."""
         symbols = None if symbols is None else list(symbols)
         files = self.files(dataset, symbols, start, end)
         if not files:
@@ -137,7 +227,7 @@ class Lake:
                 + (f" for symbols {symbols}" if symbols else "")
                 + (f" between {start} and {end}" if start or end else "")
             )
-        lf = pl.scan_parquet(files)
+        lf = pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
         if start is not None:
             lf = lf.filter(pl.col("timestamp") >= start)
         if end is not None:
@@ -147,6 +237,76 @@ class Lake:
         return lf
 
     def datasets(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        names: set[str] = set()
+        for tier in self._tiers():
+            if tier.is_dir():
+                names |= {p.name for p in tier.iterdir() if p.is_dir()}
+        return sorted(names)
+
+    def inventory(self) -> pl.DataFrame:
+        """One row per dataset and symbol: first and last timestamp, rows, files."""
+        rows = []
+        for ds in self.datasets():
+            files = self.files(ds)
+            if not files:
+                continue
+            summary = (
+                pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+                .group_by("symbol")
+                .agg(
+                    pl.col("timestamp").min().alias("first"),
+                    pl.col("timestamp").max().alias("last"),
+                    pl.len().alias("rows"),
+                )
+                .collect()
+            )
+            for symbol, first, last, n in summary.sort("symbol").rows():
+                rows.append(
+                    {"dataset": ds, "symbol": symbol, "first": first, "last": last, "rows": n}
+                )
+        schema: dict[str, Any] = {
+            "dataset": pl.String,
+            "symbol": pl.String,
+            "first": pl.Datetime("ns", "UTC"),
+            "last": pl.Datetime("ns", "UTC"),
+            "rows": pl.Int64,
+        }
+        return pl.DataFrame(rows, schema=schema)
+
+    # -- retention -------------------------------------------------------------------------
+    def retain(
+        self, now: dt.datetime, *, hot_days: int = 30, delete_after_days: int = 365
+    ) -> dict[str, int]:
+        """Move days older than `hot_days` to the cold tier; delete days older than
+        `delete_after_days` from both tiers. Returns counts of days moved and deleted."""
+        if not 0 < hot_days <= delete_after_days:
+            raise StorageError(
+                f"need 0 < hot_days ({hot_days}) <= delete_after_days ({delete_after_days})"
+            )
+        today = now.astimezone(dt.UTC).date()
+        moved = deleted = 0
+        for tier in self._tiers():
+            if not tier.is_dir():
+                continue
+            for day_dir in sorted(tier.glob("*/*")):
+                try:
+                    day = dt.date.fromisoformat(day_dir.name)
+                except ValueError:
+                    continue
+                age = (today - day).days
+                if age > delete_after_days:
+                    shutil.rmtree(day_dir)
+                    deleted += 1
+                elif age > hot_days and tier == self.root and self.cold_root is not None:
+                    target = self.cold_root / day_dir.parent.name / day_dir.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if target.exists():  # merge: move files one by one
+                        for f in day_dir.rglob("*.parquet"):
+                            dest = target / f.relative_to(day_dir)
+                            dest.parent.mkdir(parents=True, exist_ok=True)
+                            f.replace(dest)
+                        shutil.rmtree(day_dir)
+                    else:
+                        shutil.move(str(day_dir), str(target))
+                    moved += 1
+        return {"moved": moved, "deleted": deleted}

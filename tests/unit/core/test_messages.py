@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from quantlab.core import (
     Aggressor,
     Bar,
+    DataGap,
     Fill,
     Liquidity,
     NewsEvent,
@@ -184,6 +185,13 @@ WIRE_MESSAGES = {
         fees=Decimal("0.0012"),
         currency="USD",
         timestamp=OFFSET_TS,
+    ),
+    "DataGap": DataGap(
+        source="coinbase",
+        symbol="BTC/USD",
+        start=UTC_TS,
+        end=OFFSET_TS,
+        seconds=7.5,
     ),
 }
 

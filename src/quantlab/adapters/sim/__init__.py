@@ -1,7 +1,16 @@
-"""Simulation adapters: the replay source and the paper venue."""
+"""Simulation adapters: the synthetic source, the replay source and the paper venue."""
 
 from quantlab.adapters.sim.data import bundled_dir, bundled_files, read_bars, resolve
 from quantlab.adapters.sim.paper import PaperVenue
 from quantlab.adapters.sim.replay import ReplaySource
+from quantlab.adapters.sim.synthetic import SyntheticSource
 
-__all__ = ["PaperVenue", "ReplaySource", "bundled_dir", "bundled_files", "read_bars", "resolve"]
+__all__ = [
+    "PaperVenue",
+    "ReplaySource",
+    "SyntheticSource",
+    "bundled_dir",
+    "bundled_files",
+    "read_bars",
+    "resolve",
+]

@@ -12,12 +12,14 @@ import polars as pl
 from quantlab.adapters.sim.data import read_bars
 from quantlab.core.enums import EventType
 from quantlab.core.errors import DataError
+from quantlab.ingest.items import Events, SourceItem
 
 
 class ReplaySource:
     """A `MarketDataSource` over recorded bar files (Parquet or CSV), time-sorted, in chunks."""
 
     kind = EventType.BAR
+    asset_class = "crypto"
 
     def __init__(
         self,
@@ -47,7 +49,7 @@ class ReplaySource:
     def symbols(self) -> list[str]:
         return sorted(self.bars["symbol"].unique().to_list())
 
-    async def stream(self) -> AsyncIterator[pl.DataFrame]:
+    async def stream(self) -> AsyncIterator[SourceItem]:
         for offset in range(0, self.bars.height, self.chunk_rows):
-            yield self.bars.slice(offset, self.chunk_rows)
+            yield Events(self.kind, self.bars.slice(offset, self.chunk_rows))
             await asyncio.sleep(0)

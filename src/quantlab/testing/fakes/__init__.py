@@ -1,0 +1,1 @@
+"""Local fake vendor servers (websocket and REST) for tests and demos; loopback only."""
