@@ -79,6 +79,10 @@ class IngestEngine:
         self.multiplexer = Multiplexer(sources, backoff=backoff, stale_after_s=stale_after_s)
         self._asset = {s.name: s.asset_class for s in sources}
         self._checkers: dict[tuple[str, EventType], QualityChecker] = {}
+        # Small frames are gathered (`_raw`) and checked together, because a vectorised check
+        # costs about the same for 8 rows as for 1,000; accepted rows are cut into batches
+        # by `_batchers`.
+        self._raw: dict[tuple[str, EventType], Batcher] = {}
         self._batchers: dict[tuple[str, EventType], Batcher] = {}
         self._news_seen: OrderedDict[str, None] = OrderedDict()
         self._news_window = news_window
@@ -128,6 +132,11 @@ class IngestEngine:
         period = max(self.flush_ms / 2000.0, 0.0005)
         while True:
             await asyncio.sleep(period)
+            for key, raw in list(self._raw.items()):
+                if raw.due():
+                    pending = raw.flush()
+                    if pending is not None:
+                        await self._check(key, pending)
             for key, batcher in list(self._batchers.items()):
                 if batcher.due():
                     rest = batcher.flush()
@@ -135,6 +144,10 @@ class IngestEngine:
                         await self._publish(key[0], key[1], rest)
 
     async def flush(self) -> None:
+        for key, raw in list(self._raw.items()):
+            pending = raw.flush()
+            if pending is not None:
+                await self._check(key, pending)
         for (source, kind), batcher in list(self._batchers.items()):
             rest = batcher.flush()
             if rest is not None:
@@ -161,21 +174,31 @@ class IngestEngine:
 
     async def _on_events(self, source: str, item: Events) -> None:
         key = (source, item.kind)
-        checker = self._checkers.get(key)
-        if checker is None:
-            checker = self._checkers[key] = QualityChecker(
+        if key not in self._checkers:
+            self._checkers[key] = QualityChecker(
                 item.kind, self.quality, asset_class=self._asset.get(source, "crypto")
             )
+            self._raw[key] = Batcher(self.batch_size, self.flush_ms)
             self._batchers[key] = Batcher(self.batch_size, self.flush_ms)
         self.rows_in += item.frame.height
-        result = checker.check(item.frame, self.clock.now_ns())
+        if item.frame.height >= self.batch_size and not self._raw[key].pending:
+            await self._check(key, item.frame)
+        else:
+            for chunk in self._raw[key].add(item.frame):
+                await self._check(key, chunk)
+        if self.progress is not None:
+            self.progress(self.rows_in)
+
+    async def _check(self, key: tuple[str, EventType], frame: pl.DataFrame) -> None:
+        source, kind = key
+        result = self._checkers[key].check(frame, self.clock.now_ns())
         if result.rejected.height:
             self.rejected.update(dict(result.rejected["reason"].value_counts().iter_rows()))
             if self.reject_sink is not None:
                 self.reject_sink(source, result.rejected)
         self.rows_accepted += result.accepted.height
         for batch in self._batchers[key].add(result.accepted):
-            await self._publish(source, item.kind, batch)
+            await self._publish(source, kind, batch)
         if result.gaps and self._bus is not None:
             self.gaps += len(result.gaps)
             for gap in result.gaps:
@@ -189,8 +212,6 @@ class IngestEngine:
                         seconds=gap.seconds,
                     ),
                 )
-        if self.progress is not None:
-            self.progress(self.rows_in)
 
     async def _on_news(self, news: NewsEvent) -> None:
         if news.id in self._news_seen or self._bus is None:
