@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from quantlab import __version__
@@ -234,13 +241,11 @@ def data_import(
     ) as bar:
         for path in paths:
             task = bar.add_task(path.name, total=None)
-            done = import_file(
-                path,
-                lake,
-                symbol=symbol,
-                dead_letters=dead,
-                progress=lambda n, total, t=task: bar.update(t, completed=n, total=total),
-            )
+
+            def progress(n: int, total: int, t: TaskID = task) -> None:
+                bar.update(t, completed=n, total=total)
+
+            done = import_file(path, lake, symbol=symbol, dead_letters=dead, progress=progress)
             table.add_row(
                 path.name,
                 done["dataset"],

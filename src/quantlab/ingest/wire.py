@@ -171,6 +171,7 @@ class WireParser:
         too_big = check_size(raw)
         if too_big is not None:
             return [too_big]
+        frame_dec: Any
         frame_dec, one_dec, raw_dec = (
             (_mp_frame, _mp_one, _mp_raw) if msgpack else (_json_frame, _json_one, _json_raw)
         )
