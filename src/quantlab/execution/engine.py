@@ -41,6 +41,7 @@ class ExecutionEngine:
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
+        self.tracker.recover()
         for venue in self.router.venues.values():
             venue.set_listener(self._on_report)
         bus.consume(

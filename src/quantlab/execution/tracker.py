@@ -55,6 +55,18 @@ class OrderTracker:
         self.invalid_transitions: Counter[str] = Counter()
         self.duplicate_fills = 0
         self.overfills = 0
+        self.status_reports_ignored = 0
+
+    def recover(self) -> int:
+        """Load the store's open orders (after a restart), so that their fills land.
+
+        Returns how many orders are live again.
+        """
+        for record in self.store.open_orders():
+            live = _Live(record.order, record.status)
+            live.filled = record.filled_quantity
+            self._live[record.order.client_order_id] = live
+        return len(self._live)
 
     def status(self, client_order_id: str) -> S | None:
         live = self._live.get(client_order_id)
@@ -78,7 +90,12 @@ class OrderTracker:
         if live is None:
             self.invalid_transitions[f"unknown_order->{new.value}"] += 1
             return False
-        if live.status == new and new is not S.PARTIALLY_FILLED:
+        if new in (S.FILLED, S.PARTIALLY_FILLED):
+            # Fill states follow from fills (`on_fill`), never from a bare status report:
+            # a venue may report "filled" before the trade report that carries the quantity.
+            self.status_reports_ignored += 1
+            return False
+        if live.status == new:
             return False  # a repeated report
         try:
             check_transition(live.status, new, client_order_id)

@@ -38,7 +38,9 @@ def safe_symbol(symbol: str) -> str:
     """A file-name-safe, reversible form of `symbol`."""
     if not symbol:
         raise StorageError("empty symbol cannot name a lake file")
-    return quote(symbol, safe="-_")
+    name = quote(symbol, safe="-_")
+    # A leading dot would hide the file (and ".tmp-" marks our temporary files): encode it.
+    return "%2E" + name[1:] if name.startswith(".") else name
 
 
 def unsafe_symbol(name: str) -> str:
@@ -69,6 +71,12 @@ def atomic_write_parquet(
             tmp.unlink()
 
 
+def _utc_date(value: dt.datetime) -> dt.date:
+    if value.tzinfo is None:
+        return value.date()
+    return value.astimezone(dt.UTC).date()
+
+
 def _absorbed(main: Path) -> set[str]:
     """Names of the part files a main file already contains."""
     try:
@@ -97,7 +105,11 @@ class Lake:
         missing = {"symbol", "timestamp"} - set(frame.columns)
         if missing:
             raise DataError(f"lake frame for {dataset!r} lacks columns {sorted(missing)}")
-        keyed = frame.with_columns(pl.col("timestamp").dt.date().alias("__day"))
+        ts = pl.col("timestamp")
+        dtype = frame.schema["timestamp"]
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone not in (None, "UTC"):
+            ts = ts.dt.convert_time_zone("UTC")  # day folders are UTC dates
+        keyed = frame.with_columns(ts.dt.date().alias("__day"))
         out = {}
         for (symbol, day), part in keyed.partition_by(
             ["symbol", "__day"], as_dict=True, maintain_order=True
@@ -175,6 +187,9 @@ class Lake:
     ) -> list[Path]:
         """The readable files (main files and parts not yet absorbed) that may hold the rows."""
         wanted = None if symbols is None else {safe_symbol(s) for s in symbols}
+        # Day folders are UTC dates: compare bounds in UTC (naive bounds are taken as UTC).
+        first = None if start is None else _utc_date(start)
+        last = None if end is None else _utc_date(end)
         out = []
         for tier in self._tiers():
             base = tier / dataset
@@ -185,9 +200,9 @@ class Lake:
                     day = dt.date.fromisoformat(day_dir.name)
                 except ValueError:
                     continue
-                if start is not None and day < start.date():
+                if first is not None and day < first:
                     continue
-                if end is not None and day > end.date():
+                if last is not None and day > last:
                     continue
                 out.extend(self._day_files(day_dir, wanted))
         return out

@@ -65,6 +65,7 @@ class PaperVenue:
         self._listener: VenueListener | None = None
         self._bars: dict[str, _Bars] = {}
         self._resting: dict[str, _Resting] = {}
+        self._seen: set[str] = set()
         self._trade_seq = 0
         self.fills = 0
 
@@ -116,8 +117,9 @@ class PaperVenue:
         self._listener = listener
 
     async def submit(self, order: Order) -> None:
-        if order.client_order_id in self._resting:
-            return  # already here: idempotent on client_order_id
+        if order.client_order_id in self._seen:
+            return  # idempotent on client_order_id: a retried submit never trades twice
+        self._seen.add(order.client_order_id)
         await self._report(self._event(order, OrderStatus.ACCEPTED, order.timestamp))
         t = datetime_to_ns(order.timestamp)
         expires = (t // _DAY_NS + 1) * _DAY_NS if order.time_in_force is TimeInForce.DAY else None
@@ -182,7 +184,9 @@ class PaperVenue:
         rate = self.taker_fee if liquidity is Liquidity.TAKER else self.maker_fee
         self._trade_seq += 1
         self.fills += 1
-        trade_id = f"{self.name}-{self._trade_seq}"
+        # Derived from the order (one fill per order here), so ids never collide across runs
+        # that share a database, and a replayed run reproduces them.
+        trade_id = f"{order.client_order_id}-1"
         return Fill(
             fill_id=ids.fill_id(self.name, trade_id),
             order_id=order.order_id,

@@ -85,8 +85,10 @@ class SqlOrderStore:
             .on_conflict_do_nothing()
             .returning(_FILLS.c.id)
         )
-        self._order_by_coid = select(_ORDERS.c.id, _ORDERS.c.filled_quantity).where(
-            _ORDERS.c.client_order_id == bindparam("coid")
+        self._order_by_coid = (
+            select(_ORDERS.c.id, _ORDERS.c.filled_quantity)
+            .where(_ORDERS.c.client_order_id == bindparam("coid"))
+            .with_for_update()  # row lock on PostgreSQL: concurrent fills cannot lose an update
         )
         self._after_fill = (
             update(_ORDERS)
