@@ -7,12 +7,14 @@ PY := $(BIN)/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint format typecheck contracts bench clean help
+.PHONY: run live test test-fast lint format typecheck contracts bench clean help
 
 help:
 	@echo "make run        create .venv, install, run the main job on embedded defaults"
 	@echo "make test       install test tools, then lint, type checks, import contracts, all tests"
 	@echo "make test-fast  the quick loop: tests not marked slow"
+	@echo "make live       run the engine live on the synthetic source until Ctrl-C"
+	@echo "make bench      run the benchmarks in their --quick mode"
 	@echo "make lint | format | typecheck | contracts | clean"
 
 $(PY):
@@ -24,11 +26,17 @@ $(VENV)/.run-deps: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(PY)
-	$(PIP) -e '.[dev]' 2> >(grep -v "is ignored: it is neither" >&2)
+	$(PIP) -e '.[dev,live]' 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps
 	$(BIN)/quantlab run
+
+live: $(VENV)/.run-deps
+	$(BIN)/quantlab live
+
+bench: $(VENV)/.test-deps
+	$(PY) benchmarks/bench_ingest.py --quick
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src tests benchmarks
