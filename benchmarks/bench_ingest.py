@@ -32,7 +32,6 @@ from quantlab.core.clock import SimulatedClock
 from quantlab.core.codec import encode_events
 from quantlab.core.registry import SymbolRegistry
 from quantlab.ingest import IngestEngine
-from quantlab.ingest.items import Events
 from quantlab.ingest.quality import QualityConfig
 from quantlab.ingest.wire import WireParser, WireTrade, encode_json, parse_binary
 
@@ -123,7 +122,7 @@ async def run_binary(ev: dict[str, np.ndarray], frame_size: int) -> dict[str, fl
     await eng.flush()
     wall = time.perf_counter() - t0
     await bus.close()
-    # binary trades carry no trade id: identical (symbol, ts, price, size) would dedup; ours are unique
+    # binary trades carry no trade id: equal (symbol, ts, price, size) would dedup; ours differ
     assert eng.rows_accepted == n, (eng.rows_accepted, n)
     return _figures(n, wall, lat, frame_size)
 
@@ -198,8 +197,8 @@ async def main(quick: bool) -> dict[str, object]:
     return {
         "benchmark": "ingest",
         "quick": quick,
-        "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
-        **{k: v for k, v in results.items()},
+        "machine": f"{platform.machine()} python {platform.python_version()}",
+        **results,
         "ratios": {
             "json_vs_naive": round(results["json"]["events_per_s"] / naive, 2),
             "binary_vs_naive": round(results["binary"]["events_per_s"] / naive, 2),
