@@ -295,9 +295,9 @@ class QualityChecker:
             self._last_px[a_codes[last]] = a_px[last]
             self._window.add(h[acc])
         rej = np.flatnonzero(reason != 0)
-        names = _REASON_NAMES[reason[rej]]
+        reasons = _REASON_NAMES[reason[rej]]
         if len(rej):
-            self.rejected.update(Counter(names.tolist()))
+            self.rejected.update(Counter(reasons.tolist()))
         for bit, name in FLAG_NAMES.items():
             hits = int(np.count_nonzero(flags & bit))
             if hits:
@@ -315,7 +315,7 @@ class QualityChecker:
             kept = f[acc]
         accepted = kept.hstack([flag_col])
         if len(rej):
-            rejected = f[rej].hstack([pl.Series("reason", names, dtype=pl.String)])
+            rejected = f[rej].hstack([pl.Series("reason", reasons, dtype=pl.String)])
         else:
             rejected = f.clear().hstack([pl.Series("reason", [], dtype=pl.String)])
         return QualityResult(accepted=accepted, rejected=rejected, gaps=gaps)
@@ -408,7 +408,8 @@ def _mix(h: np.ndarray) -> np.ndarray:
     h = h * np.uint64(0xBF58476D1CE4E5B9)
     h = h ^ (h >> np.uint64(27))
     h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+    out: np.ndarray = h ^ (h >> np.uint64(31))
+    return out
 
 
 def _grouped_prev_max(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
