@@ -54,7 +54,6 @@ _IDENTITY = {
 }
 _NY = ZoneInfo("America/New_York")
 _NONE: Final = np.iinfo(np.int64).min  # "no earlier event"
-_EMPTY = np.zeros(0, np.float64)
 REASONS: Final = (
     "null_field",
     "non_finite_price",
@@ -130,8 +129,10 @@ class DuplicateWindow:
         self._count = 0
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
-        seen = self._seen
-        return np.fromiter((h in seen for h in hashes.tolist()), dtype=bool, count=len(hashes))
+        found = self._seen.intersection(hashes.tolist())
+        if not found:  # the common case: nothing seen before, no per-row work
+            return np.zeros(len(hashes), dtype=bool)
+        return np.isin(hashes, np.fromiter(found, np.uint64, len(found)))
 
     def add(self, hashes: np.ndarray) -> None:
         if not len(hashes):
@@ -160,9 +161,10 @@ class QualityChecker:
         self.schema = SCHEMAS[kind]
         self._window = DuplicateWindow(self.config.dedup_window)
         self._index: dict[str, int] = {}  # symbol -> position in the state arrays
+        self._cat_to_idx = np.zeros(0, np.int64)  # Polars categorical code -> position
         self._last_ts = np.zeros(0, np.int64)
         self._last_px = np.zeros(0, np.float64)
-        self._sizes: dict[int, np.ndarray] = {}
+        self._hist = np.zeros((0, self.config.volume_window))  # last sizes per symbol
         self._bar_interval_ns: int | None = None
         self.rejected: Counter[str] = Counter()
         self.flagged: Counter[str] = Counter()
@@ -170,15 +172,29 @@ class QualityChecker:
         self.gaps = 0
 
     # -- the check -------------------------------------------------------------------------
-    def _codes(self, symbols: list[str]) -> np.ndarray:
-        index = self._index
-        codes = np.fromiter(
-            (index.setdefault(sym, len(index)) for sym in symbols), np.int64, len(symbols)
-        )
-        grow = len(index) - len(self._last_ts)
-        if grow > 0:
-            self._last_ts = np.concatenate([self._last_ts, np.full(grow, _NONE)])
-            self._last_px = np.concatenate([self._last_px, np.full(grow, np.nan)])
+    def _codes(self, symbol: pl.Series, cat: np.ndarray) -> np.ndarray:
+        """Each row's position in the per-symbol state arrays (new symbols get new ones);
+        `cat` holds the rows' Polars categorical codes."""
+        top = int(cat.max()) + 1
+        if top > len(self._cat_to_idx):
+            self._cat_to_idx = np.concatenate(
+                [self._cat_to_idx, np.full(top - len(self._cat_to_idx), -1, np.int64)]
+            )
+        codes: np.ndarray = self._cat_to_idx[cat]
+        if (codes < 0).any():
+            new_rows = np.flatnonzero(codes < 0)
+            firsts = np.unique(cat[new_rows], return_index=True)[1]
+            for row in new_rows[firsts]:
+                name = symbol[int(row)] or ""
+                idx = self._index.setdefault(name, len(self._index))
+                self._cat_to_idx[cat[row]] = idx
+            codes = self._cat_to_idx[cat]
+            grow = len(self._index) - len(self._last_ts)
+            if grow > 0:
+                self._last_ts = np.concatenate([self._last_ts, np.full(grow, _NONE)])
+                self._last_px = np.concatenate([self._last_px, np.full(grow, np.nan)])
+                w = self.config.volume_window
+                self._hist = np.vstack([self._hist, np.full((grow, w), np.nan)])
         return codes
 
     def check(self, frame: pl.DataFrame, now_ns: int | None = None) -> QualityResult:
@@ -192,25 +208,23 @@ class QualityChecker:
                 accepted=f.with_columns(pl.lit(0, pl.UInt8).alias("flags")),
                 rejected=f.with_columns(pl.lit("", pl.String).alias("reason")),
             )
-        symbols = f["symbol"].fill_null("").to_list()
-        codes = self._codes(symbols)
-        stamps = f["timestamp"]
-        if stamps.dtype != TIMESTAMP:
-            stamps = stamps.cast(TIMESTAMP)
-        stamps = stamps.cast(pl.Int64)
-        ts = (stamps.fill_null(0) if stamps.null_count() else stamps).to_numpy()
+        # One query for everything that needs Polars (each eager call is a query of its own).
+        strings = [c for c in _IDENTITY[self.kind][2:] if self.schema[c] == pl.String()]
+        prep = f.select(
+            pl.col("symbol").fill_null("").cast(pl.Categorical).to_physical().alias("cat"),
+            pl.col("timestamp").cast(TIMESTAMP).cast(pl.Int64).fill_null(0).alias("ts"),
+            pl.any_horizontal([pl.col(c).is_null() for c in names]).alias("null"),
+            *[pl.col(c).fill_null("").hash(seed=7).alias(f"h_{c}") for c in strings],
+        )
+        codes = self._codes(f["symbol"], prep["cat"].to_numpy().astype(np.int64))
+        ts = prep["ts"].to_numpy()
         reason = np.zeros(n, np.uint8)
 
         def rule(code: int, failed: np.ndarray) -> None:
             reason[(reason == 0) & failed] = code
 
-        with_nulls = [c for c in f.iter_columns() if c.null_count()]
-        if with_nulls:
-            nulls = np.zeros(n, bool)
-            for col in with_nulls:
-                nulls |= col.is_null().to_numpy()
-            rule(_CODE["null_field"], nulls)
-        cols = {c: f[c].cast(pl.Float64).to_numpy() for c in _PRICES[self.kind]}
+        rule(_CODE["null_field"], prep["null"].to_numpy())
+        cols = {c: f[c].to_numpy() for c in _PRICES[self.kind]}
         with np.errstate(invalid="ignore"):
             rule(
                 _CODE["non_finite_price"],
@@ -238,7 +252,7 @@ class QualityChecker:
             rule(_CODE["stale_timestamp"], ts < now_ns - int(cfg.max_age_s * 1e9))
 
         # Duplicates: against the window of accepted events and earlier rows of this frame.
-        h = self._hash(f, codes, ts)
+        h = self._hash(f, prep, codes, ts)
         ok = np.flatnonzero(reason == 0)
         if len(ok):
             seen = self._window.contains(h[ok])
@@ -286,7 +300,7 @@ class QualityChecker:
             flags |= np.where(self._volume_spikes(a_codes, size[acc]), FLAG_VOLUME_SPIKE, 0).astype(
                 np.uint8
             )
-        gaps = self._gaps(symbols, acc, a_ts, prev_ts, known)
+        gaps = self._gaps(f["symbol"], acc, a_ts, prev_ts, known)
 
         # Carry state, remember hashes, count.
         if len(acc):
@@ -320,64 +334,68 @@ class QualityChecker:
             rejected = f.clear().hstack([pl.Series("reason", [], dtype=pl.String)])
         return QualityResult(accepted=accepted, rejected=rejected, gaps=gaps)
 
-    def _hash(self, f: pl.DataFrame, codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    def _hash(
+        self, f: pl.DataFrame, prep: pl.DataFrame, codes: np.ndarray, ts: np.ndarray
+    ) -> np.ndarray:
         """A 64-bit hash of each row's identity (`_IDENTITY`), stable within the process."""
         h = _mix(codes.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
         h = _mix(h ^ ts.view(np.uint64))
         for col in _IDENTITY[self.kind][2:]:
-            series = f[col]
-            if series.dtype == pl.String:
-                h = _mix(h ^ series.hash(seed=7).to_numpy())
+            if f"h_{col}" in prep.columns:
+                h = _mix(h ^ prep[f"h_{col}"].to_numpy())
             else:
-                h = _mix(h ^ series.cast(pl.Float64).fill_null(np.nan).to_numpy().view(np.uint64))
+                values = np.ascontiguousarray(f[col].to_numpy(), dtype=np.float64)
+                h = _mix(h ^ values.view(np.uint64))
         return h
 
     def _volume_spikes(self, a_codes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """Size more than `volume_sigmas` sample standard deviations above the mean of the
-        symbol's previous `volume_window` sizes (at least `volume_min_samples` of them)."""
+        symbol's previous `volume_window` sizes (at least `volume_min_samples` of them).
+
+        Vectorised over symbols: each symbol present is a row of a matrix holding its last
+        `volume_window` sizes (the carried history, NaN where missing) followed by this
+        batch's sizes; rolling sums come from prefix sums along the rows.
+        """
         cfg = self.config
         w = cfg.volume_window
         order = np.argsort(a_codes, kind="stable")
         sorted_codes = a_codes[order]
-        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        pieces, current, group_start = [], [], []
-        offset = 0
-        for s0, e0 in zip(starts, ends, strict=True):
-            code = int(sorted_codes[s0])
-            hist = self._sizes.get(code, _EMPTY)
-            seg = sizes[order[s0:e0]]
-            joined = np.concatenate([hist, seg])
-            pieces.append(joined - joined.mean())  # centred: exact enough sums of squares
-            current.append(np.arange(offset + len(hist), offset + len(joined)))
-            group_start.append(np.full(len(joined), offset))
-            self._sizes[code] = joined[-w:].copy()
-            offset += len(joined)
-        x = np.concatenate(pieces)
-        g0 = np.concatenate(group_start)
-        pos = np.concatenate(current)
-        c1 = np.r_[0.0, np.cumsum(x)]
-        c2 = np.r_[0.0, np.cumsum(x * x)]
-        lo = np.maximum(g0[pos], pos - w)
-        count = pos - lo
-        s1 = c1[pos] - c1[lo]
-        s2 = c2[pos] - c2[lo]
+        groups, starts, counts = np.unique(sorted_codes, return_index=True, return_counts=True)
+        row_of = np.repeat(np.arange(len(groups)), counts)
+        col_of = w + np.arange(len(order)) - np.repeat(starts, counts)
+        m = np.full((len(groups), w + int(counts.max())), np.nan)
+        m[:, :w] = self._hist[groups]
+        m[row_of, col_of] = sizes[order]
+        present = ~np.isnan(m)
+        with np.errstate(invalid="ignore"):
+            centre = np.nanmean(m, axis=1, keepdims=True)  # centred: exact sums of squares
+        x = np.where(present, m - centre, 0.0)
+        zero = np.zeros((len(groups), 1))
+        c1 = np.hstack([zero, np.cumsum(x, axis=1)])
+        c2 = np.hstack([zero, np.cumsum(x * x, axis=1)])
+        cn = np.hstack([zero, np.cumsum(present, axis=1)])
+        lo, hi = col_of - w, col_of  # the window is the `w` columns before the event
+        n = cn[row_of, hi] - cn[row_of, lo]
+        s1 = c1[row_of, hi] - c1[row_of, lo]
+        s2 = c2[row_of, hi] - c2[row_of, lo]
         with np.errstate(divide="ignore", invalid="ignore"):
-            mean = s1 / count
-            var = np.maximum((s2 - count * mean * mean) / (count - 1), 0.0)
-            std = np.sqrt(var)
+            mean = s1 / n
+            std = np.sqrt(np.maximum((s2 - n * mean * mean) / (n - 1), 0.0))
+            value = x[row_of, col_of]
             spike = (
-                (count >= cfg.volume_min_samples)
-                & (std > 0)
-                & (x[pos] > mean + cfg.volume_sigmas * std)
+                (n >= cfg.volume_min_samples) & (std > 0) & (value > mean + cfg.volume_sigmas * std)
             )
+        # carry each symbol's last `w` sizes
+        ends = w + counts
+        cols = ends[:, None] - w + np.arange(w)[None, :]
+        self._hist[groups] = np.take_along_axis(m, cols, axis=1)
         out = np.zeros(len(a_codes), bool)
         out[order] = spike
         return out
 
     def _gaps(
         self,
-        symbols: list[str],
+        symbols: pl.Series,
         acc: np.ndarray,
         a_ts: np.ndarray,
         prev_ts: np.ndarray,
@@ -396,7 +414,7 @@ class QualityChecker:
                 self._bar_interval_ns = int(np.median(spacing))
             limit += self._bar_interval_ns
         idx = np.flatnonzero(known & (delta > limit))
-        gaps = [Gap(symbols[int(acc[i])], int(prev_ts[i]), int(a_ts[i])) for i in idx]
+        gaps = [Gap(str(symbols[int(acc[i])]), int(prev_ts[i]), int(a_ts[i])) for i in idx]
         if self.equity:
             gaps = [g for g in gaps if _in_one_session(g.start_ns, g.end_ns)]
         return gaps
