@@ -161,7 +161,6 @@ class QualityChecker:
         self.schema = SCHEMAS[kind]
         self._window = DuplicateWindow(self.config.dedup_window)
         self._index: dict[str, int] = {}  # symbol -> position in the state arrays
-        self._cat_to_idx = np.zeros(0, np.int64)  # Polars categorical code -> position
         self._last_ts = np.zeros(0, np.int64)
         self._last_px = np.zeros(0, np.float64)
         self._hist = np.zeros((0, self.config.volume_window))  # last sizes per symbol
@@ -172,29 +171,22 @@ class QualityChecker:
         self.gaps = 0
 
     # -- the check -------------------------------------------------------------------------
-    def _codes(self, symbol: pl.Series, cat: np.ndarray) -> np.ndarray:
-        """Each row's position in the per-symbol state arrays (new symbols get new ones);
-        `cat` holds the rows' Polars categorical codes."""
-        top = int(cat.max()) + 1
-        if top > len(self._cat_to_idx):
-            self._cat_to_idx = np.concatenate(
-                [self._cat_to_idx, np.full(top - len(self._cat_to_idx), -1, np.int64)]
-            )
-        codes: np.ndarray = self._cat_to_idx[cat]
-        if (codes < 0).any():
-            new_rows = np.flatnonzero(codes < 0)
-            firsts = np.unique(cat[new_rows], return_index=True)[1]
-            for row in new_rows[firsts]:
-                name = symbol[int(row)] or ""
-                idx = self._index.setdefault(name, len(self._index))
-                self._cat_to_idx[cat[row]] = idx
-            codes = self._cat_to_idx[cat]
-            grow = len(self._index) - len(self._last_ts)
-            if grow > 0:
-                self._last_ts = np.concatenate([self._last_ts, np.full(grow, _NONE)])
-                self._last_px = np.concatenate([self._last_px, np.full(grow, np.nan)])
-                w = self.config.volume_window
-                self._hist = np.vstack([self._hist, np.full((grow, w), np.nan)])
+    def _codes(self, rank: np.ndarray, names: list[str]) -> np.ndarray:
+        """Each row's position in the per-symbol state arrays (new symbols get new ones).
+
+        `rank` is each row's dense rank among this batch's symbols, `names` the batch's
+        distinct symbols in that order (Polars categorical codes are per-series, not global,
+        so they cannot name a symbol across batches).
+        """
+        index = self._index
+        lut = np.fromiter((index.setdefault(n, len(index)) for n in names), np.int64, len(names))
+        grow = len(index) - len(self._last_ts)
+        if grow > 0:
+            self._last_ts = np.concatenate([self._last_ts, np.full(grow, _NONE)])
+            self._last_px = np.concatenate([self._last_px, np.full(grow, np.nan)])
+            w = self.config.volume_window
+            self._hist = np.vstack([self._hist, np.full((grow, w), np.nan)])
+        codes: np.ndarray = lut[rank]
         return codes
 
     def check(self, frame: pl.DataFrame, now_ns: int | None = None) -> QualityResult:
@@ -211,12 +203,13 @@ class QualityChecker:
         # One query for everything that needs Polars (each eager call is a query of its own).
         strings = [c for c in _IDENTITY[self.kind][2:] if self.schema[c] == pl.String()]
         prep = f.select(
-            pl.col("symbol").fill_null("").cast(pl.Categorical).to_physical().alias("cat"),
+            (pl.col("symbol").fill_null("").rank("dense").cast(pl.Int64) - 1).alias("rank"),
             pl.col("timestamp").cast(TIMESTAMP).cast(pl.Int64).fill_null(0).alias("ts"),
             pl.any_horizontal([pl.col(c).is_null() for c in names]).alias("null"),
             *[pl.col(c).fill_null("").hash(seed=7).alias(f"h_{c}") for c in strings],
         )
-        codes = self._codes(f["symbol"], prep["cat"].to_numpy().astype(np.int64))
+        names_in_batch = f["symbol"].fill_null("").unique().sort().to_list()
+        codes = self._codes(prep["rank"].to_numpy(), names_in_batch)
         ts = prep["ts"].to_numpy()
         reason = np.zeros(n, np.uint8)
 

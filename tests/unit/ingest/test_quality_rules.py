@@ -198,3 +198,28 @@ def test_equity_gaps_only_in_market_hours() -> None:
     crypto = QualityChecker(EventType.TRADE, CFG, asset_class="crypto").check(frame)
     assert [g.seconds for g in equity.gaps] == [10.0]
     assert len(crypto.gaps) == 3
+
+
+def test_symbol_state_survives_a_different_symbol_order_per_batch() -> None:
+    """State is per symbol whatever order symbols appear in (a regression: per-batch codes)."""
+
+    def batch(rows: list[tuple[str, int, str]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "symbol": [r[0] for r in rows],
+                "timestamp": pl.Series([r[1] for r in rows]).cast(pl.Datetime("ns", "UTC")),
+                "price": [100.0] * len(rows),
+                "size": [1.0] * len(rows),
+                "aggressor": pl.Series([0] * len(rows), dtype=pl.UInt8),
+                "trade_id": [r[2] for r in rows],
+            }
+        )
+
+    checker = QualityChecker(EventType.TRADE, CFG)
+    first = checker.check(batch([("B", 200, "b1"), ("A", 100, "a1")]))
+    second = checker.check(batch([("A", 150, "a2"), ("C", 50, "c1"), ("B", 250, "b2")]))
+    third = checker.check(batch([("C", 60, "c2"), ("A", 140, "a3")]))
+    assert first.rejected.height == 0
+    assert second.rejected.height == 0
+    assert third.rejected["reason"].to_list() == ["out_of_order"]  # A at 140 after A at 150
+    assert third.accepted["symbol"].to_list() == ["C"]
