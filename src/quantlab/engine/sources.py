@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from quantlab.adapters.sim import ReplaySource, SyntheticSource
 from quantlab.config import Settings, SourceConfig
 from quantlab.core.clock import Clock
@@ -22,9 +24,52 @@ def build_source(spec: SourceConfig, settings: Settings, clock: Clock) -> Market
         if spec.type == "replay":
             paths = options.pop("paths", list(settings.data.paths))
             return ReplaySource(paths, name=name, **options)
+        if spec.type == "alpaca":
+            from quantlab.adapters.alpaca import AlpacaDataConfig, AlpacaDataSource
+
+            key, secret = settings.secrets.alpaca_api_key, settings.secrets.alpaca_api_secret
+            if key is None or secret is None:
+                raise ConfigError(
+                    "QUANTLAB_ALPACA_API_KEY",
+                    "an alpaca source needs QUANTLAB_ALPACA_API_KEY and QUANTLAB_ALPACA_API_SECRET",
+                )
+            cfg = _convert(options, AlpacaDataConfig, where)
+            return AlpacaDataSource(
+                cfg, key.get_secret_value(), secret.get_secret_value(), name=name
+            )
+        if spec.type == "coinbase":
+            from quantlab.adapters.coinbase import CoinbaseDataConfig, CoinbaseDataSource
+
+            return CoinbaseDataSource(
+                _convert({"name": name, **options}, CoinbaseDataConfig, where)
+            )
+        if spec.type == "polygon":
+            from quantlab.adapters.polygon import PolygonDataConfig, PolygonDataSource
+
+            key = settings.secrets.polygon_api_key
+            if key is None:
+                raise ConfigError("QUANTLAB_POLYGON_API_KEY", "a polygon source needs an API key")
+            cfg = _convert({"name": name, **options}, PolygonDataConfig, where)
+            return PolygonDataSource(cfg, api_key=key)
+        if spec.type == "news":
+            from quantlab.adapters.news import NewsDataConfig, NewsSource
+
+            cfg = _convert({"name": name, **options}, NewsDataConfig, where)
+            key, secret = {
+                "alpaca": (settings.secrets.alpaca_api_key, settings.secrets.alpaca_api_secret),
+                "polygon": (settings.secrets.polygon_api_key, None),
+            }.get(cfg.shape, (None, None))
+            return NewsSource(cfg, api_key=key, api_secret=secret, clock=clock)
     except TypeError as exc:  # an unknown option: name it
         raise ConfigError(where, str(exc)) from exc
     raise ConfigError(where, f"source type {spec.type!r} is not available in this build")
+
+
+def _convert(options: dict[str, Any], cls: type[Any], where: str) -> Any:
+    try:
+        return msgspec.convert(options, cls)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(where, str(exc)) from None
 
 
 def build_sources(settings: Settings, clock: Clock) -> list[MarketDataSource]:

@@ -125,9 +125,10 @@ class Multiplexer:
         while not self._stopping:
             stream = source.stream()
             delivered = False
+            limit = getattr(source, "stale_after_s", None) or self.stale_after_s
             try:
                 stats.connected = True
-                async for item in self._watch(stream, stats):
+                async for item in self._watch(stream, stats, limit):
                     if not delivered:
                         delivered, attempt = True, 0
                     self._account(stats, item)
@@ -157,22 +158,22 @@ class Multiplexer:
             await asyncio.sleep(self.backoff.delay(attempt, self._rng))
 
     async def _watch(
-        self, stream: AsyncIterator[SourceItem], stats: SourceStats
+        self, stream: AsyncIterator[SourceItem], stats: SourceStats, limit: float | None
     ) -> AsyncIterator[SourceItem]:
         """`stream`'s items; raises TimeoutError (counted stale) if it falls silent."""
         it = aiter(stream)
         while True:
             try:
-                if self.stale_after_s is None:
+                if limit is None:
                     item = await anext(it)
                 else:
-                    item = await asyncio.wait_for(anext(it), self.stale_after_s)
+                    item = await asyncio.wait_for(anext(it), limit)
             except StopAsyncIteration:
                 return
             except TimeoutError:
                 stats.stale += 1
                 raise TimeoutError(
-                    f"no message or heartbeat from {stats.name} for {self.stale_after_s}s"
+                    f"no message or heartbeat from {stats.name} for {limit}s"
                 ) from None
             yield item
 

@@ -30,7 +30,9 @@ class MarketDataSource(Protocol):
     `SourceDisconnected` for a lost connection). Each call is a fresh connection, so the
     multiplexer reconnects and resubscribes by calling it again. Parsing never raises on bad
     input; it yields `Reject`s. `asset_class` ("crypto", "equity", "fx") tells the gap rule
-    whether the market sleeps; `total_rows`, when known, drives progress bars.
+    whether the market sleeps; `total_rows`, when known, drives progress bars. A source may
+    also have a `stale_after_s` attribute, its own silence limit (a poller that speaks once a
+    minute), which overrides the multiplexer's.
     """
 
     name: str
