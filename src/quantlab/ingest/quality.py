@@ -129,7 +129,10 @@ class DuplicateWindow:
         self._count = 0
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
-        found = self._seen.intersection(hashes.tolist())
+        return self.contains_listed(hashes, hashes.tolist())
+
+    def contains_listed(self, hashes: np.ndarray, listed: list[int]) -> np.ndarray:
+        found = self._seen.intersection(listed)
         if not found:  # the common case: nothing seen before, no per-row work
             return np.zeros(len(hashes), dtype=bool)
         return np.isin(hashes, np.fromiter(found, np.uint64, len(found)))
@@ -161,6 +164,7 @@ class QualityChecker:
         self.schema = SCHEMAS[kind]
         self._window = DuplicateWindow(self.config.dedup_window)
         self._index: dict[str, int] = {}  # symbol -> position in the state arrays
+        self._enum = pl.Enum([])  # the same map as a Polars Enum: its codes are our positions
         self._last_ts = np.zeros(0, np.int64)
         self._last_px = np.zeros(0, np.float64)
         self._hist = np.zeros((0, self.config.volume_window))  # last sizes per symbol
@@ -171,22 +175,26 @@ class QualityChecker:
         self.gaps = 0
 
     # -- the check -------------------------------------------------------------------------
-    def _codes(self, rank: np.ndarray, names: list[str]) -> np.ndarray:
+    def _codes(self, symbols: pl.Series) -> np.ndarray:
         """Each row's position in the per-symbol state arrays (new symbols get new ones).
 
-        `rank` is each row's dense rank among this batch's symbols, `names` the batch's
-        distinct symbols in that order (Polars categorical codes are per-series, not global,
-        so they cannot name a symbol across batches).
+        (Polars categorical codes are per series, not global, so they cannot name a symbol
+        across batches; a cast to an Enum of our own symbol list is stable and fast.)
         """
         index = self._index
-        lut = np.fromiter((index.setdefault(n, len(index)) for n in names), np.int64, len(names))
+        known = symbols.cast(self._enum, strict=False)
+        if known.null_count():  # symbols never seen: intern them, extend the Enum
+            for name in symbols.filter(known.is_null()).unique(maintain_order=True):
+                index.setdefault(name, len(index))
+            self._enum = pl.Enum(list(index))  # appended: existing codes do not move
+            known = symbols.cast(self._enum)
+        codes: np.ndarray = known.to_physical().cast(pl.Int64).to_numpy()
         grow = len(index) - len(self._last_ts)
         if grow > 0:
             self._last_ts = np.concatenate([self._last_ts, np.full(grow, _NONE)])
             self._last_px = np.concatenate([self._last_px, np.full(grow, np.nan)])
             w = self.config.volume_window
             self._hist = np.vstack([self._hist, np.full((grow, w), np.nan)])
-        codes: np.ndarray = lut[rank]
         return codes
 
     def check(self, frame: pl.DataFrame, now_ns: int | None = None) -> QualityResult:
@@ -203,20 +211,23 @@ class QualityChecker:
         # One query for everything that needs Polars (each eager call is a query of its own).
         strings = [c for c in _IDENTITY[self.kind][2:] if self.schema[c] == pl.String()]
         prep = f.select(
-            (pl.col("symbol").fill_null("").rank("dense").cast(pl.Int64) - 1).alias("rank"),
             pl.col("timestamp").cast(TIMESTAMP).cast(pl.Int64).fill_null(0).alias("ts"),
-            pl.any_horizontal([pl.col(c).is_null() for c in names]).alias("null"),
             *[pl.col(c).fill_null("").hash(seed=7).alias(f"h_{c}") for c in strings],
         )
-        names_in_batch = f["symbol"].fill_null("").unique().sort().to_list()
-        codes = self._codes(prep["rank"].to_numpy(), names_in_batch)
+        symbol = f["symbol"]
+        codes = self._codes(symbol.fill_null("") if symbol.null_count() else symbol)
         ts = prep["ts"].to_numpy()
         reason = np.zeros(n, np.uint8)
 
         def rule(code: int, failed: np.ndarray) -> None:
             reason[(reason == 0) & failed] = code
 
-        rule(_CODE["null_field"], prep["null"].to_numpy())
+        with_nulls = [c for c in f.iter_columns() if c.null_count()]  # metadata: no scan
+        if with_nulls:
+            nulls = np.zeros(n, bool)
+            for col in with_nulls:
+                nulls |= col.is_null().to_numpy()
+            rule(_CODE["null_field"], nulls)
         cols = {c: f[c].to_numpy() for c in _PRICES[self.kind]}
         with np.errstate(invalid="ignore"):
             rule(
@@ -248,11 +259,16 @@ class QualityChecker:
         h = self._hash(f, prep, codes, ts)
         ok = np.flatnonzero(reason == 0)
         if len(ok):
-            seen = self._window.contains(h[ok])
-            _, first = np.unique(h[ok], return_index=True)
-            repeat = np.ones(len(ok), bool)
-            repeat[first] = False
-            reason[ok[seen | repeat]] = _CODE["duplicate"]
+            candidates = h[ok]
+            listed = candidates.tolist()
+            distinct_h = set(listed)
+            dup = self._window.contains_listed(candidates, listed)
+            if len(distinct_h) < len(listed):  # repeats inside this frame (rare): keep the first
+                _, first = np.unique(candidates, return_index=True)
+                repeat = np.ones(len(ok), bool)
+                repeat[first] = False
+                dup |= repeat
+            reason[ok[dup]] = _CODE["duplicate"]
 
         # Ordering per symbol against the running maximum (carried across frames).
         ok = np.flatnonzero(reason == 0)
@@ -311,7 +327,7 @@ class QualityChecker:
                 self.flagged[name] += hits
         self.accepted += len(acc)
         self.gaps += len(gaps)
-        flag_col = pl.Series("flags", flags, dtype=pl.UInt8)
+        flag_col = pl.Series("flags", flags)  # numpy uint8: no conversion
         if len(acc) == n and (n < 2 or bool(np.all(acc[1:] > acc[:-1]))):
             kept = f  # the common case: every row accepted, in order (no gather)
         elif not reordered[acc].any():
@@ -351,7 +367,7 @@ class QualityChecker:
         """
         cfg = self.config
         w = cfg.volume_window
-        order = np.argsort(a_codes, kind="stable")
+        order = _group_order(a_codes)
         sorted_codes = a_codes[order]
         groups, starts, counts = np.unique(sorted_codes, return_index=True, return_counts=True)
         row_of = np.repeat(np.arange(len(groups)), counts)
@@ -423,10 +439,22 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return out
 
 
+def _group_order(codes: np.ndarray) -> np.ndarray:
+    """A stable order grouping equal codes (a radix sort when the codes fit 16 bits)."""
+    if len(codes) and int(codes.max()) < 32_768:
+        return np.argsort(codes.astype(np.int16), kind="stable")
+    return np.argsort(codes, kind="stable")
+
+
 def _grouped_prev_max(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
     """For each row, the maximum of the earlier rows of its group (`_NONE` for the first)."""
     m = len(values)
-    order = np.argsort(codes, kind="stable")
+    prev = _grouped_prev_index(codes)
+    has = prev >= 0
+    before = np.where(has, values[np.maximum(prev, 0)], _NONE)
+    if not (has & (values < before)).any():
+        return before  # each group is already in order: the running max is the previous value
+    order = _group_order(codes)
     sorted_codes = codes[order]
     rank_order = np.argsort(values, kind="stable")
     rank = np.empty(m, np.int64)
@@ -435,9 +463,9 @@ def _grouped_prev_max(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
     group = np.cumsum(np.r_[0, sorted_codes[1:] != sorted_codes[:-1]])
     key = group * m + rank[order]
     running = np.maximum.accumulate(key)
-    prev = np.r_[-1, running[:-1]]
+    prev_key = np.r_[-1, running[:-1]]
     first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
-    out_sorted = np.where(first, _NONE, values[rank_order[np.maximum(prev, 0) % m]])
+    out_sorted = np.where(first, _NONE, values[rank_order[np.maximum(prev_key, 0) % m]])
     out = np.empty(m, np.int64)
     out[order] = out_sorted
     return out
@@ -446,7 +474,7 @@ def _grouped_prev_max(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
 def _grouped_prev_index(codes: np.ndarray) -> np.ndarray:
     """For each row, the index of the previous row of its group (-1 for the first)."""
     m = len(codes)
-    order = np.argsort(codes, kind="stable")
+    order = _group_order(codes)
     sorted_codes = codes[order]
     first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]] if m else np.zeros(0, bool)
     prev_sorted = np.where(first, -1, np.r_[-1, order[:-1]])
