@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
+
 from aiolimiter import AsyncLimiter
 
 from quantlab.core.errors import ConfigError
@@ -17,3 +20,20 @@ def limiter(max_rate: float, period_s: float = 1.0, *, name: str = "source") -> 
     if not period_s > 0:
         raise ConfigError(f"{name}.period_s", f"must be > 0 seconds, got {period_s}")
     return AsyncLimiter(max_rate, period_s)
+
+
+def retry_after_s(value: str | None, default: float, cap: float) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped."""
+    if value is None:
+        return min(default, cap)
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return min(default, cap)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    return min(max(seconds, 0.0), cap)

@@ -11,8 +11,6 @@ its ``Retry-After`` before the request is retried, and a poll that fully succeed
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import email.utils
 import logging
 from collections.abc import AsyncIterator
 
@@ -31,29 +29,12 @@ from quantlab.core.clock import Clock, WallClock, datetime_to_ns, ns_to_datetime
 from quantlab.core.errors import ConfigError
 from quantlab.core.messages import NewsEvent
 from quantlab.ingest.items import OVERSIZED_FRAME, WRONG_TYPE, Heartbeat, Reject, SourceItem, reject
-from quantlab.ingest.ratelimit import limiter
+from quantlab.ingest.ratelimit import limiter, retry_after_s
 
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
 _ALL = "*"  # the watermark key of a query that asks for every symbol at once
-
-
-def retry_after_s(value: str | None, default: float, cap: float) -> float:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped."""
-    if value is None:
-        return min(default, cap)
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return min(default, cap)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
-    return min(max(seconds, 0.0), cap)
 
 
 class SeenIds:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email.utils
 import logging
 import re
 from typing import Final
@@ -26,7 +25,7 @@ from quantlab.core.clock import datetime_to_ns
 from quantlab.core.errors import ConfigError, DataError, ValidationError
 from quantlab.core.schemas import BAR_SCHEMA, TIMESTAMP
 from quantlab.ingest.items import Reject
-from quantlab.ingest.ratelimit import limiter
+from quantlab.ingest.ratelimit import limiter, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +42,6 @@ def parse_timeframe(timeframe: str) -> tuple[int, str]:
             "timeframe", f"expected <n><s|m|h|d|w> such as '1m' or '1d', got {timeframe!r}"
         )
     return int(match.group(1)), _TIMESPANS[match.group(2)]
-
-
-def retry_after_s(value: str | None, default: float, cap: float) -> float:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped."""
-    if value is None:
-        return min(default, cap)
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return min(default, cap)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
-    return min(max(seconds, 0.0), cap)
 
 
 class PolygonHistoricalBars:

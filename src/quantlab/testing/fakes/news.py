@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from quantlab.testing.fakes._http import serve_one
+
 ALPACA_PATH = "/v1beta1/news"
 POLYGON_PATH = "/v2/reference/news"
 
@@ -149,35 +151,7 @@ class FakeNews:
     # --- HTTP ----------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-            request_line, *lines = head.split("\r\n")
-            _method, target, _version = request_line.split(" ", 2)
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, v in (x.split(":", 1) for x in lines if ":" in x)
-            }
-            reply = await self._route(target, headers)
-            if reply.drop:
-                return
-            head_out = [
-                f"HTTP/1.1 {reply.status} {'OK' if reply.status == 200 else 'Error'}",
-                "Content-Type: application/json",
-                f"Content-Length: {len(reply.body)}",
-                "Connection: close",
-                *(f"{k}: {v}" for k, v in reply.headers.items()),
-            ]
-            writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode("latin-1") + reply.body)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)
+        await serve_one(reader, writer, self._route, self._tasks)
 
     async def _route(self, target: str, headers: dict[str, str]) -> Reply:
         url = urlsplit(target)

@@ -37,6 +37,8 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from quantlab.testing.fakes._http import serve_one
+
 _AGGS = re.compile(r"^/v2/aggs/ticker/([^/]+)/range/(\d+)/([a-z]+)/([^/]+)/([^/]+)$")
 _SPAN_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 
@@ -286,34 +288,7 @@ class FakePolygon:
     # --- REST ----------------------------------------------------------------------------
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-            request_line, *lines = head.split("\r\n")
-            _method, target, _version = request_line.split(" ", 2)
-            headers = dict(
-                (k.strip().lower(), v.strip())
-                for k, v in (x.split(":", 1) for x in lines if ":" in x)
-            )
-            reply = await self._route(target, headers)
-            reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
-            head_out = [
-                f"HTTP/1.1 {reply.status} {reason.get(reply.status, 'Error')}",
-                "Content-Type: application/json",
-                f"Content-Length: {len(reply.body)}",
-                "Connection: close",
-                *(f"{k}: {v}" for k, v in reply.headers.items()),
-            ]
-            writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode("latin-1") + reply.body)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)
+        await serve_one(reader, writer, self._route, self._tasks)
 
     async def _route(self, target: str, headers: dict[str, str]) -> RestReply:
         url = urlsplit(target)
