@@ -13,6 +13,7 @@ costs one reject and its neighbours still arrive.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -85,63 +86,55 @@ def encode_msgpack(events: Iterable[WireEvent]) -> bytes:
     return _mp_enc.encode(list(events))
 
 
+# Each wire struct: its kind, and the struct field that fills each column of the kind's schema.
+_COLUMNS: dict[type, tuple[EventType, dict[str, str]]] = {
+    WireQuote: (
+        EventType.QUOTE,
+        {
+            "symbol": "S",
+            "timestamp": "t",
+            "bid": "bp",
+            "ask": "ap",
+            "bid_size": "bs",
+            "ask_size": "az",
+        },
+    ),
+    WireTrade: (
+        EventType.TRADE,
+        {
+            "symbol": "S",
+            "timestamp": "t",
+            "price": "p",
+            "size": "s",
+            "aggressor": "a",
+            "trade_id": "i",
+        },
+    ),
+    WireBar: (
+        EventType.BAR,
+        {
+            "symbol": "S",
+            "timestamp": "t",
+            "open": "o",
+            "high": "h",
+            "low": "l",
+            "close": "c",
+            "volume": "v",
+        },
+    ),
+}
+
+
 def _frames(events: list[WireEvent]) -> list[Events]:
-    quotes = [e for e in events if type(e) is WireQuote]
-    trades = [e for e in events if type(e) is WireTrade]
-    bars = [e for e in events if type(e) is WireBar]
     out = []
-    if quotes:
-        out.append(
-            Events(
-                EventType.QUOTE,
-                _frame(
-                    EventType.QUOTE,
-                    {
-                        "symbol": [e.S for e in quotes],
-                        "timestamp": [e.t for e in quotes],
-                        "bid": [e.bp for e in quotes],
-                        "ask": [e.ap for e in quotes],
-                        "bid_size": [e.bs for e in quotes],
-                        "ask_size": [e.az for e in quotes],
-                    },
-                ),
-            )
-        )
-    if trades:
-        out.append(
-            Events(
-                EventType.TRADE,
-                _frame(
-                    EventType.TRADE,
-                    {
-                        "symbol": [e.S for e in trades],
-                        "timestamp": [e.t for e in trades],
-                        "price": [e.p for e in trades],
-                        "size": [e.s for e in trades],
-                        "aggressor": [e.a if 0 <= e.a <= 2 else 0 for e in trades],
-                        "trade_id": [e.i for e in trades],
-                    },
-                ),
-            )
-        )
-    if bars:
-        out.append(
-            Events(
-                EventType.BAR,
-                _frame(
-                    EventType.BAR,
-                    {
-                        "symbol": [e.S for e in bars],
-                        "timestamp": [e.t for e in bars],
-                        "open": [e.o for e in bars],
-                        "high": [e.h for e in bars],
-                        "low": [e.l for e in bars],
-                        "close": [e.c for e in bars],
-                        "volume": [e.v for e in bars],
-                    },
-                ),
-            )
-        )
+    for struct, (kind, fields) in _COLUMNS.items():
+        rows = [e for e in events if type(e) is struct]
+        if not rows:
+            continue
+        cols = {col: list(map(attrgetter(attr), rows)) for col, attr in fields.items()}
+        if kind is EventType.TRADE:  # an aggressor outside the enum is "unknown"
+            cols["aggressor"] = [a if 0 <= a <= 2 else 0 for a in cols["aggressor"]]
+        out.append(Events(kind, _frame(kind, cols)))
     return out
 
 
