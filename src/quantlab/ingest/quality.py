@@ -20,7 +20,7 @@ window's hash-set lookup, symbol interning and hashing of string trade ids.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -120,36 +120,77 @@ class QualityResult:
 
 
 class DuplicateWindow:
-    """The hashes of the last `size` accepted events, oldest evicted first."""
+    """The identity hashes of recent events: a sliding window of `size` to `2 * size` events.
+
+    Two generations of an open-addressing hash table (numpy, linear probing, load factor at
+    most 1/2): new hashes go into the current one; when it holds `size`, it becomes the
+    previous generation and the oldest is dropped. Lookups and inserts are vectorised over a
+    whole batch, so no per-event Python runs.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._seen: set[int] = set()
-        self._chunks: deque[np.ndarray] = deque()
+        slots = 1 << max(4, int(2 * size - 1).bit_length())
+        self._mask = np.uint64(slots - 1)
+        self._cur = np.zeros(slots, np.uint64)
+        self._prev = np.zeros(slots, np.uint64)
+        self._owner = np.zeros(slots, np.int64)  # scratch: which row claimed a slot
         self._count = 0
 
-    def contains(self, hashes: np.ndarray) -> np.ndarray:
-        return self.contains_listed(hashes, hashes.tolist())
+    @staticmethod
+    def _key(hashes: np.ndarray) -> np.ndarray:
+        keys = hashes.astype(np.uint64, copy=True)
+        keys[keys == 0] = 1  # 0 marks an empty slot
+        return keys
 
-    def contains_listed(self, hashes: np.ndarray, listed: list[int]) -> np.ndarray:
-        found = self._seen.intersection(listed)
-        if not found:  # the common case: nothing seen before, no per-row work
-            return np.zeros(len(hashes), dtype=bool)
-        return np.isin(hashes, np.fromiter(found, np.uint64, len(found)))
+    def _lookup(self, table: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(keys), bool)
+        pos = keys & self._mask
+        active = np.arange(len(keys))
+        while len(active):
+            slot = table[pos[active]]
+            hit = slot == keys[active]
+            found[active[hit]] = True
+            active = active[~hit & (slot != 0)]
+            pos[active] = (pos[active] + np.uint64(1)) & self._mask
+        return found
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        keys = self._key(hashes)
+        return self._lookup(self._cur, keys) | self._lookup(self._prev, keys)
+
+    def insert(self, hashes: np.ndarray) -> np.ndarray:
+        """Add `hashes`; True where a hash was new (not in the window, not earlier in `hashes`)."""
+        keys = self._key(hashes)
+        new = ~(self._lookup(self._cur, keys) | self._lookup(self._prev, keys))
+        rows = np.flatnonzero(new)
+        inserted = np.zeros(len(keys), bool)
+        table, owner = self._cur, self._owner
+        pos = keys & self._mask
+        while len(rows):
+            slot = table[pos[rows]]
+            twin = slot == keys[rows]  # an identical hash got in first: a repeat in this batch
+            empty = slot == 0
+            free = rows[empty]
+            if len(free):
+                owner[pos[free[::-1]]] = free[::-1]  # the earliest row claims a contested slot
+                won = free[owner[pos[free]] == free]
+                table[pos[won]] = keys[won]
+                inserted[won] = True
+            rows = rows[~twin & ~inserted[rows]]
+            if len(rows):
+                slot = table[pos[rows]]
+                move = (slot != 0) & (slot != keys[rows])
+                pos[rows[move]] = (pos[rows[move]] + np.uint64(1)) & self._mask
+        self._count += int(inserted.sum())
+        if self._count >= self.size:  # rotate: the oldest generation is forgotten
+            self._prev, self._cur = self._cur, self._prev
+            self._cur.fill(0)
+            self._count = 0
+        return inserted
 
     def add(self, hashes: np.ndarray) -> None:
-        if not len(hashes):
-            return
-        self._seen.update(hashes.tolist())
-        self._chunks.append(hashes)
-        self._count += len(hashes)
-        while self._count > self.size and self._chunks:
-            old = self._chunks.popleft()
-            self._count -= len(old)
-            self._seen.difference_update(old.tolist())
-
-    def __len__(self) -> int:
-        return len(self._seen)
+        self.insert(hashes)
 
 
 class QualityChecker:
@@ -257,18 +298,12 @@ class QualityChecker:
 
         # Duplicates: against the window of accepted events and earlier rows of this frame.
         h = self._hash(f, prep, codes, ts)
+        # An event seen before (in the window, or earlier in this frame) is a duplicate; the
+        # first copy is kept. Seen means passed the row rules: an event later rejected for
+        # its ordering still counts as seen.
         ok = np.flatnonzero(reason == 0)
         if len(ok):
-            candidates = h[ok]
-            listed = candidates.tolist()
-            distinct_h = set(listed)
-            dup = self._window.contains_listed(candidates, listed)
-            if len(distinct_h) < len(listed):  # repeats inside this frame (rare): keep the first
-                _, first = np.unique(candidates, return_index=True)
-                repeat = np.ones(len(ok), bool)
-                repeat[first] = False
-                dup |= repeat
-            reason[ok[dup]] = _CODE["duplicate"]
+            reason[ok[~self._window.insert(h[ok])]] = _CODE["duplicate"]
 
         # Ordering per symbol against the running maximum (carried across frames).
         ok = np.flatnonzero(reason == 0)
@@ -316,7 +351,6 @@ class QualityChecker:
             np.maximum.at(self._last_ts, a_codes, a_ts)
             last = len(a_codes) - 1 - np.unique(a_codes[::-1], return_index=True)[1]
             self._last_px[a_codes[last]] = a_px[last]
-            self._window.add(h[acc])
         rej = np.flatnonzero(reason != 0)
         reasons = _REASON_NAMES[reason[rej]]
         if len(rej):
