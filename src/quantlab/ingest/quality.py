@@ -157,7 +157,8 @@ class DuplicateWindow:
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         keys = self._key(hashes)
-        return self._lookup(self._cur, keys) | self._lookup(self._prev, keys)
+        found: np.ndarray = self._lookup(self._cur, keys) | self._lookup(self._prev, keys)
+        return found
 
     def insert(self, hashes: np.ndarray) -> np.ndarray:
         """Add `hashes`; True where a hash was new (not in the window, not earlier in `hashes`)."""
