@@ -161,8 +161,25 @@ class DuplicateWindow:
         return found
 
     def insert(self, hashes: np.ndarray) -> np.ndarray:
-        """Add `hashes`; True where a hash was new (not in the window, not earlier in `hashes`)."""
+        """Add `hashes`; True where a hash was new (not in the window, not earlier in `hashes`).
+
+        Works in chunks that cannot overfill the current generation (it rotates in between),
+        so the table never holds more than `size` keys (load factor <= 1/2).
+        """
         keys = self._key(hashes)
+        out = np.zeros(len(keys), bool)
+        start = 0
+        while start < len(keys):
+            stop = start + (self.size - self._count)
+            out[start:stop] = self._insert_chunk(keys[start:stop])
+            start = stop
+            if self._count >= self.size:  # rotate: the oldest generation is forgotten
+                self._prev, self._cur = self._cur, self._prev
+                self._cur.fill(0)
+                self._count = 0
+        return out
+
+    def _insert_chunk(self, keys: np.ndarray) -> np.ndarray:
         new = ~(self._lookup(self._cur, keys) | self._lookup(self._prev, keys))
         rows = np.flatnonzero(new)
         inserted = np.zeros(len(keys), bool)
@@ -184,10 +201,6 @@ class DuplicateWindow:
                 move = (slot != 0) & (slot != keys[rows])
                 pos[rows[move]] = (pos[rows[move]] + np.uint64(1)) & self._mask
         self._count += int(inserted.sum())
-        if self._count >= self.size:  # rotate: the oldest generation is forgotten
-            self._prev, self._cur = self._cur, self._prev
-            self._cur.fill(0)
-            self._count = 0
         return inserted
 
     def add(self, hashes: np.ndarray) -> None:
