@@ -90,8 +90,21 @@ def run(
     end: Annotated[str | None, typer.Option(help="ISO end (UTC, exclusive)")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="output folder of this run")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="backtest: replay [data] in lockstep; live: the [[live.sources]] (synthetic by "
+            "default) on the wall clock, like `quantlab live`"
+        ),
+    ] = "backtest",
+    duration: Annotated[
+        float | None, typer.Option(help="live mode: stop after this many seconds")
+    ] = None,
 ) -> None:
-    """Run the main job: a backtest of the configured strategy over the configured data."""
+    """Run the main job: by default a backtest of the configured strategy over the configured
+    data; with --mode live, the same engine on the configured live sources."""
+    if mode not in ("backtest", "live"):
+        raise typer.BadParameter(f"--mode must be 'backtest' or 'live', got {mode!r}")
     data_overrides: dict[str, object] = {}
     if data:
         data_overrides["paths"] = data
@@ -103,6 +116,11 @@ def run(
         data_overrides["end"] = end
     settings = load_settings(config, **({"data": data_overrides} if data_overrides else {}))
     _setup_logging(settings)
+    if mode == "live":
+        node = Node(settings, mode="live", run_dir=run_dir)
+        every = settings.live.status_every_s
+        _print_summary(asyncio.run(_live(node, duration, quiet, every)))
+        return
     with Progress(
         TextColumn("[bold]replay[/]"),
         BarColumn(),

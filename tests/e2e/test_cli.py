@@ -68,3 +68,27 @@ def test_bad_config_fails_with_the_key(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "ingest.batch_size" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_run_in_live_mode_takes_the_configured_sources(tmp_path: Path) -> None:
+    (tmp_path / "quantlab.toml").write_text(
+        '[[live.sources]]\ntype = "synthetic"\nname = "syn-a"\nsymbols = 3\nrate = 2000\n'
+        f'[storage]\nlake_root = "{tmp_path / "lake"}"\nlake_cold_root = "{tmp_path / "cold"}"\n'
+    )
+    done = run(
+        "run",
+        "--mode",
+        "live",
+        "--duration",
+        "2",
+        "--quiet",
+        "--run-dir",
+        str(tmp_path / "r"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["mode"] == "live"
+    assert summary["events"] > 1000
+    assert list(summary["sources"]) == ["syn-a"]
+    assert "source syn-a" in done.stdout
