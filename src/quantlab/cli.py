@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -246,7 +247,7 @@ def data_import(
     root = lake_root or Path(settings.storage.lake_root)
     lake = Lake(root, cold_root=settings.storage.lake_cold_root)
     dead = DeadLetterFile(root / "_rejected" / "import.parquet")
-    table = Table(title=f"imported into {root}", title_justify="left")
+    table = Table()
     for col in ("file", "dataset", "symbols", "rows", "written", "rejected", "flagged"):
         table.add_column(col)
     with Progress(
@@ -273,6 +274,7 @@ def data_import(
                 ", ".join(f"{k} {v:,}" for k, v in done["rejected"].items()) or "0",
                 ", ".join(f"{k} {v:,}" for k, v in done["flagged"].items()) or "0",
             )
+    out.print(f"imported into {root}", soft_wrap=True, highlight=False)
     out.print(table)
 
 
@@ -288,7 +290,8 @@ def data_ls(
     if inventory.is_empty():
         out.print(f"the lake at {root} is empty; add data with `quantlab data import FILE`")
         return
-    table = Table(title=f"lake {root}", title_justify="left")
+    out.print(f"lake {root}", soft_wrap=True, highlight=False)
+    table = Table()
     for col in ("dataset", "symbol", "first", "last", "rows"):
         table.add_column(col, justify="right" if col == "rows" else "left")
     for ds, sym, first, last, rows in inventory.rows():
@@ -310,7 +313,7 @@ def main() -> None:
     try:
         app()
     except QuantlabError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(2)
 
 

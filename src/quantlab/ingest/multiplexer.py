@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
+
 from quantlab.core.clock import Clock, WallClock
 from quantlab.core.errors import ConfigError
 from quantlab.core.schemas import TIMESTAMP
@@ -109,15 +111,18 @@ class Multiplexer:
         self._rng = random.Random(seed)  # noqa: S311 (jitter, not cryptography)
         self.stats = {s.name: SourceStats(s.name) for s in sources}
         self._stopping = False
+        self._stop = asyncio.Event()
 
     async def run(self, sink: Sink) -> None:
         """Run every source until it finishes (or `stop()`); items go to `sink` in order."""
         self._stopping = False
+        self._stop = asyncio.Event()
         await asyncio.gather(*(self._run_source(s, sink) for s in self.sources))
 
     def stop(self) -> None:
-        """Ask every source loop to end after its current item (no reconnects from now on)."""
+        """End every source loop now: a backoff or a silent stream is not waited out."""
         self._stopping = True
+        self._stop.set()
 
     async def _run_source(self, source: MarketDataSource, sink: Sink) -> None:
         stats = self.stats[source.name]
@@ -150,12 +155,14 @@ class Multiplexer:
                     await stream.aclose()  # type: ignore[attr-defined]
             if self._stopping:
                 return
-            attempt += 1
-            stats.reconnects += 1
-            if self.max_reconnects is not None and stats.reconnects > self.max_reconnects:
+            if self.max_reconnects is not None and stats.reconnects >= self.max_reconnects:
                 log.error("source %s gave up after %d reconnects", source.name, stats.reconnects)
                 return
-            await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+            attempt += 1
+            stats.reconnects += 1
+            delay = self.backoff.delay(attempt, self._rng)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)  # a stop cuts the backoff short
 
     async def _watch(
         self, stream: AsyncIterator[SourceItem], stats: SourceStats, limit: float | None
@@ -163,18 +170,26 @@ class Multiplexer:
         """`stream`'s items; raises TimeoutError (counted stale) if it falls silent."""
         it = aiter(stream)
         while True:
+            nxt = asyncio.ensure_future(anext(it))
+            stop = asyncio.ensure_future(self._stop.wait())
             try:
-                if limit is None:
-                    item = await anext(it)
-                else:
-                    item = await asyncio.wait_for(anext(it), limit)
+                done, _ = await asyncio.wait(
+                    {nxt, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stop.cancel()
+            if nxt not in done:
+                nxt.cancel()
+                with contextlib.suppress(BaseException):
+                    await nxt
+                if self._stop.is_set():
+                    return
+                stats.stale += 1
+                raise TimeoutError(f"no message or heartbeat from {stats.name} for {limit}s")
+            try:
+                item = nxt.result()
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                stats.stale += 1
-                raise TimeoutError(
-                    f"no message or heartbeat from {stats.name} for {limit}s"
-                ) from None
             yield item
 
     def _account(self, stats: SourceStats, item: SourceItem) -> None:
@@ -184,11 +199,13 @@ class Multiplexer:
             n = item.frame.height
             stats.events += n
             if n:
-                newest = item.frame["timestamp"].cast(TIMESTAMP).max()
-                if newest is not None:
-                    ts = int(newest.timestamp() * 1e9)  # type: ignore[union-attr]
-                    stats.last_event_ns = ts
-                    stats.lag_ms = (self.clock.now_ns() - ts) / 1e6
+                newest = item.frame["timestamp"].cast(TIMESTAMP).cast(pl.Int64).max()
+                if newest is not None and (
+                    stats.last_event_ns is None or int(newest) > stats.last_event_ns  # type: ignore[arg-type]
+                ):
+                    stats.last_event_ns = int(newest)  # type: ignore[arg-type]
+                if stats.last_event_ns is not None:
+                    stats.lag_ms = (self.clock.now_ns() - stats.last_event_ns) / 1e6
         elif isinstance(item, Reject):
             stats.rejects[item.reason] += 1
         elif isinstance(item, Heartbeat):

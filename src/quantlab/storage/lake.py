@@ -109,6 +109,8 @@ class Lake:
         dtype = frame.schema["timestamp"]
         if isinstance(dtype, pl.Datetime) and dtype.time_zone not in (None, "UTC"):
             ts = ts.dt.convert_time_zone("UTC")  # day folders are UTC dates
+        if isinstance(dtype, pl.Datetime) and dtype.time_unit != "ns":
+            frame = frame.with_columns(pl.col("timestamp").cast(pl.Datetime("ns", "UTC")))
         keyed = frame.with_columns(ts.dt.date().alias("__day"))
         out = {}
         for (symbol, day), part in keyed.partition_by(
@@ -289,6 +291,27 @@ class Lake:
         return pl.DataFrame(rows, schema=schema)
 
     # -- retention -------------------------------------------------------------------------
+    @staticmethod
+    def _merge_day(hot: Path, cold: Path) -> None:
+        """Move a hot day's files into an existing cold day: parts as they are, and each main
+        file as a new part of the cold partition, compacted into the cold main file."""
+        cold_lake = Lake(cold.parent.parent)
+        dataset, day = cold.parent.name, dt.date.fromisoformat(cold.name)
+        for part in sorted(hot.glob(f"{_PARTS}/*/part-*.parquet")):
+            dest = cold / _PARTS / part.parent.name / part.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part.replace(dest)
+        for main in sorted(hot.glob("*.parquet")):
+            if main.name.startswith(_TMP_PREFIX):
+                continue
+            symbol = unsafe_symbol(main.name[: -len(".parquet")])
+            folder = cold_lake.parts_dir(dataset, day, symbol)
+            name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            folder.mkdir(parents=True, exist_ok=True)
+            main.replace(folder / name)
+        for sym_dir in sorted((cold / _PARTS).glob("*")) if (cold / _PARTS).is_dir() else []:
+            cold_lake._compact_partition(dataset, day, unsafe_symbol(sym_dir.name))
+
     def retain(
         self, now: dt.datetime, *, hot_days: int = 30, delete_after_days: int = 365
     ) -> dict[str, int]:
@@ -315,11 +338,8 @@ class Lake:
                 elif age > hot_days and tier == self.root and self.cold_root is not None:
                     target = self.cold_root / day_dir.parent.name / day_dir.name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    if target.exists():  # merge: move files one by one
-                        for f in day_dir.rglob("*.parquet"):
-                            dest = target / f.relative_to(day_dir)
-                            dest.parent.mkdir(parents=True, exist_ok=True)
-                            f.replace(dest)
+                    if target.exists():  # merge into the cold day without losing its rows
+                        self._merge_day(day_dir, target)
                         shutil.rmtree(day_dir)
                     else:
                         shutil.move(str(day_dir), str(target))

@@ -68,10 +68,8 @@ def read_bars(
     frames = []
     for p in paths:
         file = resolve(p)
-        if file.suffix == ".parquet":
-            raw = pl.read_parquet(file)
-        elif file.suffix == ".csv":
-            raw = pl.read_csv(file, try_parse_dates=True)
+        if file.suffix in (".parquet", ".csv"):
+            raw = _read_table(file)
         else:
             raise DataError(f"unsupported data file {file.name!r}: expected .parquet or .csv")
         frames.append(_normalise(raw, file.name))
@@ -91,6 +89,17 @@ def read_bars(
     if bars.is_empty():
         raise DataError(f"no bars left in {[str(p) for p in paths]} after filtering")
     return bars.sort(["timestamp", "symbol"], maintain_order=True)
+
+
+def _read_table(file: Path) -> pl.DataFrame:
+    """A Parquet or CSV file; an unreadable one is a `DataError` naming it."""
+    try:
+        if file.suffix == ".parquet":
+            return pl.read_parquet(file)
+        return pl.read_csv(file, try_parse_dates=True)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        kind = "Parquet" if file.suffix == ".parquet" else "CSV"
+        raise DataError(f"{file.name}: cannot read it as {kind}: {exc}") from None
 
 
 def _normalise(raw: pl.DataFrame, name: str) -> pl.DataFrame:
@@ -131,7 +140,9 @@ def normalise_market(raw: pl.DataFrame, name: str) -> tuple[EventType, pl.DataFr
     ts = _utc(raw)
     if kind is EventType.TRADE:
         size = next(c for c in ("size", "quantity", "amount") if c in raw.columns)
-        if "buyer_maker" in raw.columns:  # the buyer was the maker: the seller crossed
+        if "aggressor" in raw.columns:  # already quantlab's trade schema (the lake, a frame)
+            aggressor = pl.col("aggressor")
+        elif "buyer_maker" in raw.columns:  # the buyer was the maker: the seller crossed
             aggressor = (
                 pl.when(pl.col("buyer_maker"))
                 .then(int(Aggressor.SELLER))
@@ -188,10 +199,8 @@ def read_market(path: str | Path, *, symbol: str | None = None) -> tuple[EventTy
     ``{"SYMBOL": [[...], ...], ...}``.
     """
     file = resolve(path)
-    if file.suffix == ".parquet":
-        raw = pl.read_parquet(file)
-    elif file.suffix == ".csv":
-        raw = pl.read_csv(file, try_parse_dates=True)
+    if file.suffix in (".parquet", ".csv"):
+        raw = _read_table(file)
     elif file.suffix == ".json":
         raw = _ccxt_ohlcv(file, symbol)
     else:

@@ -66,6 +66,8 @@ class ReplaySource:
         else:
             assert paths is not None  # noqa: S101
             self.kind, data = self._read(list(paths), symbols, start, end)
+        if data.is_empty():
+            raise DataError(f"replay source {name!r} has no rows to play")
         self.data = data.sort("timestamp", maintain_order=True)
         self.chunk_rows = chunk_rows
         self.speed = speed

@@ -95,7 +95,7 @@ def trade_ids(items: list[SourceItem]) -> list[int]:
     return [int(x) for x in trades["trade_id"]] if trades.height else []
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
