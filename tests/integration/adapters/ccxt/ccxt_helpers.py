@@ -15,7 +15,7 @@ from quantlab.ingest.multiplexer import Multiplexer
 OPTIONS_SPOT_ONLY = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
     """Poll `predicate` until it holds, or fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -77,7 +77,7 @@ class Collector:
     def rows(self, kind: EventType) -> list[dict[str, Any]]:
         return rows(self.items, kind)
 
-    async def until(self, predicate: Callable[[Collector], bool], timeout: float = 5.0) -> None:
+    async def until(self, predicate: Callable[[Collector], bool], timeout: float = 15.0) -> None:
         def ready() -> bool:
             if self.error is not None:
                 raise AssertionError(f"the stream failed: {self.error!r}") from self.error

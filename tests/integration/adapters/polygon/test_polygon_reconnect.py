@@ -45,7 +45,7 @@ def source(fake: FakePolygon, **kw: object) -> PolygonDataSource:
     return PolygonDataSource(cfg, api_key=KEY)
 
 
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.01)
