@@ -1,7 +1,61 @@
-"""Features: indicator expressions, exact streaming computation and the feature engine."""
+"""Features: indicator expressions, compiled streaming indicators and the feature engine."""
 
 from quantlab.features.engine import FeatureEngine
-from quantlab.features.indicators import ema, ema_alpha, sma
+from quantlab.features.indicators import (
+    bollinger,
+    ema,
+    ema_alpha,
+    log_returns,
+    macd,
+    microprice,
+    mid,
+    order_flow_imbalance,
+    returns,
+    rsi,
+    sma,
+    spread,
+    volatility,
+    vwap,
+    zscore,
+)
+from quantlab.features.library import (
+    Atr,
+    Bollinger,
+    Count,
+    Ema,
+    Indicator,
+    IndicatorSet,
+    Macd,
+    Rsi,
+    Sma,
+)
 from quantlab.features.streaming import CrossoverFeatures
 
-__all__ = ["CrossoverFeatures", "FeatureEngine", "ema", "ema_alpha", "sma"]
+__all__ = [
+    "Atr",
+    "Bollinger",
+    "Count",
+    "CrossoverFeatures",
+    "Ema",
+    "FeatureEngine",
+    "Indicator",
+    "IndicatorSet",
+    "Macd",
+    "Rsi",
+    "Sma",
+    "bollinger",
+    "ema",
+    "ema_alpha",
+    "log_returns",
+    "macd",
+    "microprice",
+    "mid",
+    "order_flow_imbalance",
+    "returns",
+    "rsi",
+    "sma",
+    "spread",
+    "volatility",
+    "vwap",
+    "zscore",
+]

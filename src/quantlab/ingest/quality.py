@@ -31,6 +31,7 @@ import polars as pl
 from quantlab.core.enums import EventType
 from quantlab.core.errors import ConfigError
 from quantlab.core.schemas import SCHEMAS, TIMESTAMP
+from quantlab.core.symbols import SymbolCodes
 
 FLAG_PRICE_JUMP: Final = 1
 FLAG_VOLUME_SPIKE: Final = 2
@@ -218,8 +219,7 @@ class QualityChecker:
         self.equity = asset_class == "equity"
         self.schema = SCHEMAS[kind]
         self._window = DuplicateWindow(self.config.dedup_window)
-        self._index: dict[str, int] = {}  # symbol -> position in the state arrays
-        self._enum = pl.Enum([])  # the same map as a Polars Enum: its codes are our positions
+        self._symbols = SymbolCodes()  # symbol -> position in the state arrays
         self._last_ts = np.zeros(0, np.int64)
         self._last_px = np.zeros(0, np.float64)
         self._hist = np.zeros((0, self.config.volume_window))  # last sizes per symbol
@@ -231,20 +231,9 @@ class QualityChecker:
 
     # -- the check -------------------------------------------------------------------------
     def _codes(self, symbols: pl.Series) -> np.ndarray:
-        """Each row's position in the per-symbol state arrays (new symbols get new ones).
-
-        (Polars categorical codes are per series, not global, so they cannot name a symbol
-        across batches; a cast to an Enum of our own symbol list is stable and fast.)
-        """
-        index = self._index
-        known = symbols.cast(self._enum, strict=False)
-        if known.null_count():  # symbols never seen: intern them, extend the Enum
-            for name in symbols.filter(known.is_null()).unique(maintain_order=True):
-                index.setdefault(name, len(index))
-            self._enum = pl.Enum(list(index))  # appended: existing codes do not move
-            known = symbols.cast(self._enum)
-        codes: np.ndarray = known.to_physical().cast(pl.Int64).to_numpy()
-        grow = len(index) - len(self._last_ts)
+        """Each row's position in the per-symbol state arrays (new symbols get new ones)."""
+        codes = self._symbols.codes(symbols)
+        grow = len(self._symbols) - len(self._last_ts)
         if grow > 0:
             self._last_ts = np.concatenate([self._last_ts, np.full(grow, _NONE)])
             self._last_px = np.concatenate([self._last_px, np.full(grow, np.nan)])
@@ -269,8 +258,7 @@ class QualityChecker:
             pl.col("timestamp").cast(TIMESTAMP).cast(pl.Int64).fill_null(0).alias("ts"),
             *[pl.col(c).fill_null("").hash(seed=7).alias(f"h_{c}") for c in strings],
         )
-        symbol = f["symbol"]
-        codes = self._codes(symbol.fill_null("") if symbol.null_count() else symbol)
+        codes = self._codes(f["symbol"])
         ts = prep["ts"].to_numpy()
         reason = np.zeros(n, np.uint8)
 

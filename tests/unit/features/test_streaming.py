@@ -73,16 +73,21 @@ def test_columns_order_and_warm_up() -> None:
     assert (out["n"] == n_expected.to_series()).all()
     assert (out["sma_12"].is_null() == (out["n"] < 12)).all()
     assert (out["sma_26"].is_null() == (out["n"] < 26)).all()
-    assert out["ema_12"].null_count() == 0
-    assert out["ema_26"].null_count() == 0
+    # TA-Lib's EMA: seeded at the n-th value with the SMA of the first n, null before.
+    assert (out["ema_12"].is_null() == (out["n"] < 12)).all()
+    assert (out["ema_26"].is_null() == (out["n"] < 26)).all()
 
 
 def _ema_reference(x: np.ndarray, n: int) -> np.ndarray:
+    """TA-Lib's EMA: NaN for the first n-1 values, the SMA of the first n, then the recursion."""
     alpha = 2.0 / (n + 1.0)
-    out = np.empty_like(x)
-    y = x[0]
-    for i, v in enumerate(x):
-        y = y + alpha * (v - y) if i else v
+    out = np.full_like(x, np.nan)
+    if len(x) < n:
+        return out
+    y = x[:n].mean()
+    out[n - 1] = y
+    for i in range(n, len(x)):
+        y = y + alpha * (x[i] - y)
         out[i] = y
     return out
 
@@ -101,7 +106,10 @@ def test_ema_and_sma_equal_independent_references(fast: int, slow: int) -> None:
         x = part["price"].to_numpy()
         for n in (fast, slow):
             np.testing.assert_allclose(
-                part[f"ema_{n}"].to_numpy(), _ema_reference(x, n), rtol=1e-12, err_msg=symbol
+                part[f"ema_{n}"].fill_null(np.nan).to_numpy(),
+                _ema_reference(x, n),
+                rtol=1e-12,
+                err_msg=symbol,
             )
             sma = part[f"sma_{n}"].fill_null(np.nan).to_numpy()
             np.testing.assert_allclose(sma, _sma_reference(x, n), rtol=1e-9, err_msg=symbol)

@@ -1,0 +1,248 @@
+"""Indicators with carried per-symbol state, on the compiled kernels (`features.kernels`).
+
+Each indicator consumes columns of a frame (many symbols, rows in time order per symbol) and
+returns its output columns for those rows, keeping whatever it needs to continue on the next
+frame. Feeding a history in one frame or in any number of pieces gives identical results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from quantlab.core.errors import DataError
+from quantlab.core.symbols import SymbolCodes
+from quantlab.features import kernels as k
+
+
+def _window(n: int, what: str = "window") -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise DataError(f"{what} must be a positive integer, got {n!r}")
+    return n
+
+
+class _Stateful:
+    """Per-symbol state arrays that grow as symbols appear."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self.capacity = 0
+
+    def _state(self, name: str, dtype: Any = np.float64, width: int = 0) -> np.ndarray:
+        arr = self._arrays.get(name)
+        if arr is None or len(arr) < self.capacity:
+            shape = (self.capacity, width) if width else (self.capacity,)
+            grown = np.zeros(shape, dtype)
+            if arr is not None:
+                grown[: len(arr)] = arr
+            self._arrays[name] = arr = grown
+        return arr
+
+    def ensure(self, n_symbols: int) -> None:
+        self.capacity = max(self.capacity, n_symbols)
+
+
+class Indicator(_Stateful):
+    """Base: `inputs` are the frame columns read, `outputs` the columns produced."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("price",)
+    outputs: tuple[str, ...]
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError  # each indicator overrides it
+
+    def update(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.ensure(int(codes.max()) + 1 if len(codes) else 0)
+        return self.compute(codes, cols)
+
+
+class Count(Indicator):
+    """How many observations of the symbol so far (for warm-up checks)."""
+
+    def __init__(self, name: str = "n") -> None:
+        super().__init__()
+        self.outputs = (name,)
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen = self._state("seen", np.int64)
+        out = np.empty(len(codes), np.int64)
+        _count(codes, seen, out)
+        return {self.outputs[0]: out}
+
+
+def _count(codes: np.ndarray, seen: np.ndarray, out: np.ndarray) -> None:
+    # a running count per symbol, vectorised: rank of each row within its symbol + carried
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.r_[0, np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1]
+    rank = np.arange(len(codes)) - np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+    out[order] = seen[sorted_codes] + rank + 1
+    np.add.at(seen, codes, 1)
+
+
+class Sma(Indicator):
+    def __init__(self, n: int, name: str | None = None) -> None:
+        super().__init__()
+        self.n = _window(n)
+        self.outputs = (name or f"sma_{n}",)
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = k.sma_kernel(
+            codes,
+            cols["price"],
+            self.n,
+            self._state("ring", width=self.n),
+            self._state("pos", np.int64),
+            self._state("count", np.int64),
+            self._state("total"),
+        )
+        return {self.outputs[0]: out}
+
+
+class Ema(Indicator):
+    def __init__(self, n: int, name: str | None = None) -> None:
+        super().__init__()
+        self.n = _window(n)
+        self.outputs = (name or f"ema_{n}",)
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = k.ema_kernel(
+            codes,
+            cols["price"],
+            self.n,
+            self._state("count", np.int64),
+            self._state("seed"),
+            self._state("value"),
+        )
+        return {self.outputs[0]: out}
+
+
+class Rsi(Indicator):
+    def __init__(self, n: int = 14, name: str | None = None) -> None:
+        super().__init__()
+        self.n = _window(n)
+        self.outputs = (name or f"rsi_{n}",)
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = k.rsi_kernel(
+            codes,
+            cols["price"],
+            self.n,
+            self._state("count", np.int64),
+            self._state("prev"),
+            self._state("gain"),
+            self._state("loss"),
+        )
+        return {self.outputs[0]: out}
+
+
+class Macd(Indicator):
+    def __init__(self, fast: int = 12, slow: int = 26, signal: int = 9) -> None:
+        super().__init__()
+        self.fast, self.slow, self.signal = _window(fast), _window(slow), _window(signal)
+        if fast >= slow:
+            raise DataError(f"MACD needs fast < slow, got fast={fast}, slow={slow}")
+        self.outputs = ("macd", "macd_signal", "macd_hist")
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        s = self._state
+        line, sig, hist = k.macd_kernel(
+            codes, cols["price"], self.fast, self.slow, self.signal,
+            s("count", np.int64), s("slow_sum"), s("fast_sum"), s("ring", width=self.fast),
+            s("fast_ema"), s("slow_ema"), s("sig_count", np.int64), s("sig_sum"), s("sig_ema"),
+        )  # fmt: skip
+        return dict(zip(self.outputs, (line, sig, hist), strict=True))
+
+
+class Bollinger(Indicator):
+    def __init__(self, n: int = 20, k_std: float = 2.0) -> None:
+        super().__init__()
+        self.n = _window(n)
+        if not k_std > 0:
+            raise DataError(f"Bollinger width must be > 0 standard deviations, got {k_std}")
+        self.k_std = float(k_std)
+        self.outputs = (f"bb_mid_{n}", f"bb_upper_{n}", f"bb_lower_{n}")
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mid, upper, lower = k.bollinger_kernel(
+            codes,
+            cols["price"],
+            self.n,
+            self.k_std,
+            self._state("ring", width=self.n),
+            self._state("pos", np.int64),
+            self._state("count", np.int64),
+        )
+        return dict(zip(self.outputs, (mid, upper, lower), strict=True))
+
+
+class Atr(Indicator):
+    inputs: ClassVar[tuple[str, ...]] = ("high", "low", "price")
+
+    def __init__(self, n: int = 14, name: str | None = None) -> None:
+        super().__init__()
+        self.n = _window(n)
+        self.outputs = (name or f"atr_{n}",)
+
+    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = k.atr_kernel(
+            codes,
+            cols["high"],
+            cols["low"],
+            cols["price"],
+            self.n,
+            self._state("count", np.int64),
+            self._state("prev_close"),
+            self._state("total"),
+            self._state("value"),
+        )
+        return {self.outputs[0]: out}
+
+
+class IndicatorSet:
+    """Several indicators over one frame layout, with one symbol coding shared by all.
+
+    `update(frame)` returns ``symbol, timestamp, price`` plus every indicator's outputs for
+    the frame's rows (same order); state carries to the next call.
+    """
+
+    def __init__(
+        self,
+        indicators: list[Indicator],
+        *,
+        price: str = "close",
+        high: str = "high",
+        low: str = "low",
+    ) -> None:
+        names = [o for ind in indicators for o in ind.outputs]
+        if len(set(names)) != len(names):
+            raise DataError(f"indicator outputs collide: {names}")
+        self.indicators = indicators
+        self.columns = {"price": price, "high": high, "low": low}
+        self.symbols = SymbolCodes()
+
+    @property
+    def outputs(self) -> list[str]:
+        return [o for ind in self.indicators for o in ind.outputs]
+
+    def update(self, frame: pl.DataFrame) -> pl.DataFrame:
+        needed = {self.columns[i] for ind in self.indicators for i in ind.inputs}
+        missing = sorted(needed - set(frame.columns))
+        if missing:
+            raise DataError(f"feature input lacks columns {missing} (has {frame.columns})")
+        codes = self.symbols.codes(frame["symbol"])
+        cols = {
+            role: frame[name].cast(pl.Float64).to_numpy()
+            for role, name in self.columns.items()
+            if name in frame.columns
+        }
+        out: dict[str, Any] = {
+            "symbol": frame["symbol"],
+            "timestamp": frame["timestamp"],
+            "price": cols["price"],
+        }
+        for ind in self.indicators:
+            out.update(ind.update(codes, cols))
+        return pl.DataFrame(out).with_columns(pl.selectors.float().fill_nan(None))
