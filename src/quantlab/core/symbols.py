@@ -25,9 +25,21 @@ class SymbolCodes:
         """Each row's code (nulls are coded as the empty symbol)."""
         if symbols.null_count():
             symbols = symbols.fill_null("")
+        if len(symbols) >= 64:
+            run = symbols.rle_id()  # consecutive equal symbols share a run
+            runs = int(run[-1]) + 1
+            if runs * 4 <= len(symbols):  # grouped rows: code one value per run
+                first = np.r_[True, np.diff(run.to_numpy()) != 0]
+                per_run = self._direct(symbols.filter(pl.Series(first)))
+                coded: np.ndarray = per_run[run.to_numpy()]
+                return coded
+        return self._direct(symbols)
+
+    def _direct(self, symbols: pl.Series) -> np.ndarray:
         known = symbols.cast(self._enum, strict=False)
         if known.null_count():
-            for name in symbols.filter(known.is_null()).unique(maintain_order=True):
+            distinct = symbols.unique(maintain_order=True)  # few values: cheap to look through
+            for name in distinct.filter(distinct.cast(self._enum, strict=False).is_null()):
                 self.index.setdefault(name, len(self.index))
             self._enum = pl.Enum(list(self.index))
             known = symbols.cast(self._enum)

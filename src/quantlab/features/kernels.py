@@ -1,7 +1,9 @@
 """Compiled (numba) kernels of the recursive and windowed indicators, with carried state.
 
 Every kernel walks rows in arrival order; `codes[i]` is row i's symbol and indexes the state
-arrays, so one pass serves many symbols without sorting, and computing a history batch by batch
+arrays, so one pass serves many symbols without sorting (a run of rows of one symbol keeps the
+state in local variables: research frames grouped by symbol run at full speed, interleaved live
+batches still work), and computing a history batch by batch
 (state carried between calls) runs exactly the same arithmetic as computing it at once: the
 streaming result equals the batch result bit for bit, whatever the batch boundaries.
 
@@ -32,21 +34,36 @@ NAN = np.nan
 
 
 @njit(cache=True)
+def _run_end(codes, i):  # type: ignore[no-untyped-def]
+    """The end of the run of rows with the same symbol starting at row i."""
+    c = codes[i]
+    j = i + 1
+    while j < len(codes) and codes[j] == c:
+        j += 1
+    return j
+
+
+@njit(cache=True)
 def sma_kernel(codes, x, n, ring, pos, count, total):  # type: ignore[no-untyped-def]
     out = np.empty(len(x))
-    for i in range(len(x)):
+    i = 0
+    while i < len(x):
         c = codes[i]
-        v = x[i]
-        if count[c] < n:
-            total[c] += v
-            ring[c, count[c]] = v
-            count[c] += 1
-        else:
-            old = ring[c, pos[c]]
-            ring[c, pos[c]] = v
-            pos[c] = (pos[c] + 1) % n
-            total[c] += v - old
-        out[i] = total[c] / n if count[c] >= n else NAN
+        end = _run_end(codes, i)
+        p, cnt, tot = pos[c], count[c], total[c]
+        for t in range(i, end):
+            v = x[t]
+            if cnt < n:
+                tot += v
+                ring[c, cnt] = v
+                cnt += 1
+            else:
+                tot += v - ring[c, p]
+                ring[c, p] = v
+                p = p + 1 if p + 1 < n else 0
+            out[t] = tot / n if cnt >= n else NAN
+        pos[c], count[c], total[c] = p, cnt, tot
+        i = end
     return out
 
 
@@ -54,53 +71,65 @@ def sma_kernel(codes, x, n, ring, pos, count, total):  # type: ignore[no-untyped
 def ema_kernel(codes, x, n, count, seed, value):  # type: ignore[no-untyped-def]
     k = 2.0 / (n + 1.0)
     out = np.empty(len(x))
-    for i in range(len(x)):
+    i = 0
+    while i < len(x):
         c = codes[i]
-        v = x[i]
-        if count[c] < n:
-            seed[c] += v
-            count[c] += 1
-            if count[c] == n:
-                value[c] = seed[c] / n
-                out[i] = value[c]
+        end = _run_end(codes, i)
+        cnt, sd, val = count[c], seed[c], value[c]
+        for t in range(i, end):
+            v = x[t]
+            if cnt < n:
+                sd += v
+                cnt += 1
+                if cnt == n:
+                    val = sd / n
+                    out[t] = val
+                else:
+                    out[t] = NAN
             else:
-                out[i] = NAN
-        else:
-            value[c] = (v - value[c]) * k + value[c]
-            out[i] = value[c]
+                val = (v - val) * k + val
+                out[t] = val
+        count[c], seed[c], value[c] = cnt, sd, val
+        i = end
     return out
 
 
 @njit(cache=True)
 def rsi_kernel(codes, x, n, count, prev, gain, loss):  # type: ignore[no-untyped-def]
     out = np.empty(len(x))
-    for i in range(len(x)):
+    i = 0
+    while i < len(x):
         c = codes[i]
-        v = x[i]
-        if count[c] == 0:
-            prev[c] = v
-            count[c] = 1
-            out[i] = NAN
-            continue
-        d = v - prev[c]
-        prev[c] = v
-        up = d if d > 0 else 0.0
-        down = -d if d < 0 else 0.0
-        if count[c] <= n:  # still summing the first n differences
-            gain[c] += up
-            loss[c] += down
-            count[c] += 1
-            if count[c] == n + 1:
-                gain[c] /= n
-                loss[c] /= n
-            else:
-                out[i] = NAN
+        end = _run_end(codes, i)
+        cnt, pv, g, lo = count[c], prev[c], gain[c], loss[c]
+        for t in range(i, end):
+            v = x[t]
+            if cnt == 0:
+                pv = v
+                cnt = 1
+                out[t] = NAN
                 continue
-        else:
-            gain[c] = (gain[c] * (n - 1) + up) / n
-            loss[c] = (loss[c] * (n - 1) + down) / n
-        total = gain[c] + loss[c]
-        out[i] = 100.0 * gain[c] / total if total != 0.0 else 0.0
+            d = v - pv
+            pv = v
+            up = d if d > 0 else 0.0
+            down = -d if d < 0 else 0.0
+            if cnt <= n:  # still summing the first n differences
+                g += up
+                lo += down
+                cnt += 1
+                if cnt == n + 1:
+                    g /= n
+                    lo /= n
+                else:
+                    out[t] = NAN
+                    continue
+            else:
+                g = (g * (n - 1) + up) / n
+                lo = (lo * (n - 1) + down) / n
+            total = g + lo
+            out[t] = 100.0 * g / total if total != 0.0 else 0.0
+        count[c], prev[c], gain[c], loss[c] = cnt, pv, g, lo
+        i = end
     return out
 
 
@@ -115,39 +144,47 @@ def macd_kernel(  # type: ignore[no-untyped-def]
     line = np.empty(len(x))
     sig = np.empty(len(x))
     hist = np.empty(len(x))
-    for i in range(len(x)):
+    i = 0
+    while i < len(x):
         c = codes[i]
-        v = x[i]
-        line[i] = NAN
-        sig[i] = NAN
-        hist[i] = NAN
-        if count[c] < slow:
-            slow_sum[c] += v
-            ring[c, count[c] % fast] = v  # the last `fast` values at the seeding point
-            count[c] += 1
-            if count[c] < slow:
-                continue
-            fsum = 0.0
-            for j in range(fast):
-                fsum += ring[c, j]
-            fast_ema[c] = fsum / fast
-            slow_ema[c] = slow_sum[c] / slow
-        else:
-            count[c] += 1
-            fast_ema[c] = (v - fast_ema[c]) * kf + fast_ema[c]
-            slow_ema[c] = (v - slow_ema[c]) * ks + slow_ema[c]
-        m = fast_ema[c] - slow_ema[c]
-        if sig_count[c] < signal:
-            sig_sum[c] += m
-            sig_count[c] += 1
-            if sig_count[c] < signal:
-                continue
-            sig_ema[c] = sig_sum[c] / signal
-        else:
-            sig_ema[c] = (m - sig_ema[c]) * kg + sig_ema[c]
-        line[i] = m
-        sig[i] = sig_ema[c]
-        hist[i] = m - sig_ema[c]
+        end = _run_end(codes, i)
+        cnt, ssum, fe, se = count[c], slow_sum[c], fast_ema[c], slow_ema[c]
+        gcnt, gsum, ge = sig_count[c], sig_sum[c], sig_ema[c]
+        for t in range(i, end):
+            v = x[t]
+            line[t] = NAN
+            sig[t] = NAN
+            hist[t] = NAN
+            if cnt < slow:
+                ssum += v
+                ring[c, cnt % fast] = v  # the last `fast` values at the seeding point
+                cnt += 1
+                if cnt < slow:
+                    continue
+                fsum = 0.0
+                for j in range(fast):
+                    fsum += ring[c, j]
+                fe = fsum / fast
+                se = ssum / slow
+            else:
+                cnt += 1
+                fe = (v - fe) * kf + fe
+                se = (v - se) * ks + se
+            m = fe - se
+            if gcnt < signal:
+                gsum += m
+                gcnt += 1
+                if gcnt < signal:
+                    continue
+                ge = gsum / signal
+            else:
+                ge = (m - ge) * kg + ge
+            line[t] = m
+            sig[t] = ge
+            hist[t] = m - ge
+        count[c], slow_sum[c], fast_ema[c], slow_ema[c] = cnt, ssum, fe, se
+        sig_count[c], sig_sum[c], sig_ema[c] = gcnt, gsum, ge
+        i = end
     return line, sig, hist
 
 
