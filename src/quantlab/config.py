@@ -57,8 +57,11 @@ class IngestConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    fast: int = Field(12, ge=2, description="fast window (SMA and EMA)")
-    slow: int = Field(26, ge=3, description="slow window (SMA and EMA)")
+    spec: str = Field("default", description="the feature spec the engine computes")
+    fast: int = Field(12, ge=2, description="the strategy's fast EMA window")
+    slow: int = Field(26, ge=3, description="the strategy's slow EMA window")
+    ttl_s: float = Field(3600.0, gt=0, description="feature store: entries expire after this")
+    max_symbols: int = Field(100_000, ge=1, description="feature store: size cap")
 
     @model_validator(mode="after")
     def _ordered(self) -> FeaturesConfig:

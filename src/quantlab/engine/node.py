@@ -33,7 +33,7 @@ from quantlab.core.instruments import InstrumentBook
 from quantlab.engine.result import RunResult, RunSummary
 from quantlab.engine.sources import build_sources
 from quantlab.execution import ExecutionEngine, OrderBuilder, OrderTracker, Router
-from quantlab.features import CrossoverFeatures, FeatureEngine
+from quantlab.features import Count, Ema, FeatureEngine, FeatureStore, get_spec
 from quantlab.ingest import IngestEngine
 from quantlab.ingest.multiplexer import Backoff
 from quantlab.ingest.ports import MarketDataSource
@@ -137,10 +137,21 @@ class Node:
             ),
             stale_after_s=s.live.stale_after_s if mode == "live" else None,
         )
-        self.features = FeatureEngine(CrossoverFeatures(s.features.fast, s.features.slow))
+        # The configured spec, plus the windows the strategy reads if the spec lacks them.
+        self.spec = get_spec(s.features.spec).with_indicators(
+            ((Ema, {"n": s.features.fast}), (Ema, {"n": s.features.slow}), (Count, {"name": "n"}))
+        )
+        self.feature_store = FeatureStore(
+            self.clock, ttl_s=s.features.ttl_s, max_symbols=s.features.max_symbols
+        )
+        self.features = FeatureEngine(self.spec, self.feature_store)
         self.strategies = StrategyEngine(
             [EmaCross(s.features.fast, s.features.slow, strategy_id=s.strategy.id)],
-            StrategyContext(clock=self.clock, assumed_spread_bps=s.execution.assumed_spread_bps),
+            StrategyContext(
+                clock=self.clock,
+                assumed_spread_bps=s.execution.assumed_spread_bps,
+                features=self.feature_store,
+            ),
         )
         self.builder = OrderBuilder(
             self.instruments,
@@ -278,6 +289,7 @@ class Node:
             flagged=ingest["flagged"],
             gaps=ingest["gaps"],
             batches=ingest["batches"],
+            feature_spec=self.spec.id,
             feature_rows=self.features.rows,
             signals=sum(self.strategies.signals.values()),
             orders=self.builder.built,

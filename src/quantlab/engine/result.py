@@ -25,6 +25,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     flagged: dict[str, int]
     gaps: int
     batches: int
+    feature_spec: str
     feature_rows: int
     signals: int
     orders: int

@@ -30,6 +30,7 @@ from quantlab.features.library import (
     Sma,
 )
 from quantlab.features.spec import DEFAULT, FeatureSpec, as_of, compute, get_spec, register_spec
+from quantlab.features.store import FeatureStore, FeatureVector
 from quantlab.features.streaming import CrossoverFeatures
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "Ema",
     "FeatureEngine",
     "FeatureSpec",
+    "FeatureStore",
+    "FeatureVector",
     "Indicator",
     "IndicatorSet",
     "Macd",

@@ -1,4 +1,5 @@
-"""`FeatureEngine`: market batches in, feature batches out on ``features``."""
+"""`FeatureEngine`: market batches in, feature batches out on ``features``; the latest vector
+per symbol into the feature store."""
 
 from __future__ import annotations
 
@@ -9,16 +10,25 @@ from quantlab.bus.base import Bus, Envelope
 from quantlab.core.enums import EventType
 from quantlab.core.errors import BusError
 from quantlab.core.messages import FeatureBatch, MarketBatch
-from quantlab.features.streaming import CrossoverFeatures
+from quantlab.features.spec import FeatureSpec
+from quantlab.features.store import FeatureStore
 
 
 class FeatureEngine:
-    """Computes features per market batch with carried per-symbol state (exact streaming)."""
+    """Computes a feature spec per market batch with carried per-symbol state (exact
+    streaming), stores each symbol's latest vector, and publishes the batch."""
 
     name = "features"
 
-    def __init__(self, features: CrossoverFeatures, kind: EventType = EventType.BAR) -> None:
-        self.features = features
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        store: FeatureStore | None = None,
+        kind: EventType = EventType.BAR,
+    ) -> None:
+        self.spec = spec
+        self.features = spec.build()
+        self.store = store
         self.kind = kind
         self._bus: Bus | None = None
         self.rows = 0
@@ -36,19 +46,24 @@ class FeatureEngine:
         if self._bus is None:
             raise BusError("FeatureEngine received a batch before start()")
         frame = self.features.update(batch.frame)
+        if self.store is not None:
+            self.store.put(frame)
         self.rows += frame.height
         self.batches += 1
         await self._bus.publish(
             topics.features(),
             FeatureBatch(
-                spec=self.features.spec,
-                version=self.features.version,
+                spec=self.spec.name,
+                version=self.spec.version,
                 frame=frame,
                 seq=batch.seq,
                 ts_max=batch.ts_max,
             ),
-            msg_id=f"features-{batch.kind.topic_name}-{batch.seq}",
+            msg_id=f"features-{batch.source}-{batch.kind.topic_name}-{batch.seq}",
         )
 
     def stats(self) -> dict[str, Any]:
-        return {"rows": self.rows, "batches": self.batches}
+        out: dict[str, Any] = {"rows": self.rows, "batches": self.batches, "spec": self.spec.id}
+        if self.store is not None:
+            out["store"] = self.store.metrics()
+        return out

@@ -49,6 +49,21 @@ class FeatureSpec:
     def id(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def with_indicators(
+        self, extra: tuple[tuple[type[Indicator], dict[str, Any]], ...]
+    ) -> FeatureSpec:
+        """This spec plus the indicators in `extra` whose outputs it lacks (for a strategy
+        that needs other windows); the name records what was added."""
+        have = set(self.build().outputs)
+        added = tuple((cls, kw) for cls, kw in extra if not set(cls(**kw).outputs) <= have)
+        if not added:
+            return self
+        tag = "+".join(o for cls, kw in added for o in cls(**kw).outputs)
+        return FeatureSpec(
+            f"{self.name}+{tag}", self.version, self.indicators + added, self.price,
+            self.description,
+        )  # fmt: skip
+
 
 DEFAULT = FeatureSpec(
     name="default",

@@ -7,7 +7,7 @@ should work on it with Polars expressions, keeping whatever it must carry betwee
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 import polars as pl
@@ -17,10 +17,12 @@ from quantlab.core.messages import Signal
 
 
 class StrategyContext(msgspec.Struct, frozen=True, kw_only=True):
-    """What a strategy may read besides its features."""
+    """What a strategy may read besides its batch: the clock, and the feature store's latest
+    vector of any symbol (``ctx.features.get("ETH/BTC")``)."""
 
     clock: Clock
     assumed_spread_bps: float = 0.0
+    features: Any = None  # a `quantlab.features.FeatureStore`
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ import polars as pl
 
 from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
-from quantlab.core.messages import MarketBatch
+from quantlab.core.messages import FeatureBatch, MarketBatch
 from quantlab.storage.lake import Lake
 
 
@@ -32,12 +32,16 @@ class LakeWriter:
 
     async def start(self, bus: Bus) -> None:
         bus.consume(topics.ALL_MARKET_DATA, self._on_batch, name=self.name)
+        bus.consume(topics.features(), self._on_batch, name=f"{self.name}.features")
 
     async def _on_batch(self, envelope: Envelope) -> None:
         batch = envelope.payload
-        if not isinstance(batch, MarketBatch):
+        if isinstance(batch, MarketBatch):
+            dataset = batch.kind.topic_name
+        elif isinstance(batch, FeatureBatch):
+            dataset = "features"  # feature history, readable with Lake.scan("features")
+        else:
             return
-        dataset = batch.kind.topic_name
         self._buf.setdefault(dataset, []).append(batch.frame)
         self._rows[dataset] = self._rows.get(dataset, 0) + batch.frame.height
         due = time.monotonic() - self._last_flush >= self.flush_s
