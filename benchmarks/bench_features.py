@@ -7,7 +7,8 @@ symbols' contiguous arrays) and pandas (groupby + rolling/ewm):
 * one long series: 1 symbol x 1,000,000 rows (``--quick``: 100,000);
 * streaming: the update for one 1,000-row batch spread over 100 symbols, p50/p95.
 
-Prices are a seeded geometric random walk. quantlab's figure is the whole
+Prices are a seeded geometric random walk. Every library keeps all its results. quantlab's
+figure is the whole
 `IndicatorSet.update(frame)` (symbol coding, the compiled kernels, building the output frame);
 numba's one-time compilation happens before timing. Runs use the default allocator for all.
 Prints a table and, as its last line, one JSON object with the figures and the ratios.
@@ -68,16 +69,17 @@ def run_kernels(codes: np.ndarray, x: np.ndarray) -> None:
         ind.update(codes, cols)
 
 
-def run_talib_frame(frame: pl.DataFrame) -> None:
-    run_talib([p["close"].to_numpy() for p in frame.partition_by("symbol", maintain_order=True)])
+def run_talib_frame(frame: pl.DataFrame) -> list[object]:
+    parts = frame.partition_by("symbol", maintain_order=True)
+    return run_talib([p["close"].to_numpy() for p in parts])
 
 
-def run_talib(arrays: list[np.ndarray]) -> None:
-    for x in arrays:
-        talib.SMA(x, 20)
-        talib.EMA(x, 12)
-        talib.RSI(x, 14)
-        talib.MACD(x, 12, 26, 9)
+def run_talib(arrays: list[np.ndarray]) -> list[object]:
+    # The results are kept, as a user computing features keeps them (and as quantlab does).
+    return [
+        (talib.SMA(x, 20), talib.EMA(x, 12), talib.RSI(x, 14), talib.MACD(x, 12, 26, 9))
+        for x in arrays
+    ]
 
 
 def run_pandas(frame: pd.DataFrame) -> None:
