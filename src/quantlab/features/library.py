@@ -244,5 +244,8 @@ class IndicatorSet:
             "price": cols["price"],
         }
         for ind in self.indicators:
-            out.update(ind.update(codes, cols))
-        return pl.DataFrame(out).with_columns(pl.selectors.float().fill_nan(None))
+            for name, values in ind.update(codes, cols).items():
+                # warm-up NaN becomes null while the column is built (no second pass)
+                out[name] = pl.Series(name, values, nan_to_null=values.dtype.kind == "f")
+        out["price"] = pl.Series("price", cols["price"])
+        return pl.DataFrame(out)
