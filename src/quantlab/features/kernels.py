@@ -22,7 +22,8 @@ Conventions follow TA-Lib (each is checked against TA-Lib in the tests):
 * ATR(n): true range from the 2nd observation on; first value at the (n+1)-th observation as
   the mean of the first n true ranges, then Wilder's smoothing.
 
-Outputs are NaN during warm-up.
+Outputs are NaN during warm-up. Kernels write into output arrays the caller allocates (so
+two threads can fill disjoint slices) and release the GIL.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from numba import njit
 NAN = np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _run_end(codes, i):  # type: ignore[no-untyped-def]
     """The end of the run of rows with the same symbol starting at row i."""
     c = codes[i]
@@ -43,9 +44,8 @@ def _run_end(codes, i):  # type: ignore[no-untyped-def]
     return j
 
 
-@njit(cache=True)
-def sma_kernel(codes, x, n, ring, pos, count, total):  # type: ignore[no-untyped-def]
-    out = np.empty(len(x))
+@njit(cache=True, nogil=True)
+def sma_kernel(codes, x, n, ring, pos, count, total, out):  # type: ignore[no-untyped-def]
     i = 0
     while i < len(x):
         c = codes[i]
@@ -64,13 +64,11 @@ def sma_kernel(codes, x, n, ring, pos, count, total):  # type: ignore[no-untyped
             out[t] = tot / n if cnt >= n else NAN
         pos[c], count[c], total[c] = p, cnt, tot
         i = end
-    return out
 
 
-@njit(cache=True)
-def ema_kernel(codes, x, n, count, seed, value):  # type: ignore[no-untyped-def]
+@njit(cache=True, nogil=True)
+def ema_kernel(codes, x, n, count, seed, value, out):  # type: ignore[no-untyped-def]
     k = 2.0 / (n + 1.0)
-    out = np.empty(len(x))
     i = 0
     while i < len(x):
         c = codes[i]
@@ -91,12 +89,10 @@ def ema_kernel(codes, x, n, count, seed, value):  # type: ignore[no-untyped-def]
                 out[t] = val
         count[c], seed[c], value[c] = cnt, sd, val
         i = end
-    return out
 
 
-@njit(cache=True)
-def rsi_kernel(codes, x, n, count, prev, gain, loss):  # type: ignore[no-untyped-def]
-    out = np.empty(len(x))
+@njit(cache=True, nogil=True)
+def rsi_kernel(codes, x, n, count, prev, gain, loss, out):  # type: ignore[no-untyped-def]
     i = 0
     while i < len(x):
         c = codes[i]
@@ -130,20 +126,16 @@ def rsi_kernel(codes, x, n, count, prev, gain, loss):  # type: ignore[no-untyped
             out[t] = 100.0 * g / total if total != 0.0 else 0.0
         count[c], prev[c], gain[c], loss[c] = cnt, pv, g, lo
         i = end
-    return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def macd_kernel(  # type: ignore[no-untyped-def]
     codes, x, fast, slow, signal, count, slow_sum, fast_sum, ring, fast_ema, slow_ema,
-    sig_count, sig_sum, sig_ema,
+    sig_count, sig_sum, sig_ema, line, sig, hist,
 ):  # fmt: skip
     kf = 2.0 / (fast + 1.0)
     ks = 2.0 / (slow + 1.0)
     kg = 2.0 / (signal + 1.0)
-    line = np.empty(len(x))
-    sig = np.empty(len(x))
-    hist = np.empty(len(x))
     i = 0
     while i < len(x):
         c = codes[i]
@@ -185,14 +177,10 @@ def macd_kernel(  # type: ignore[no-untyped-def]
         count[c], slow_sum[c], fast_ema[c], slow_ema[c] = cnt, ssum, fe, se
         sig_count[c], sig_sum[c], sig_ema[c] = gcnt, gsum, ge
         i = end
-    return line, sig, hist
 
 
-@njit(cache=True)
-def bollinger_kernel(codes, x, n, k, ring, pos, count):  # type: ignore[no-untyped-def]
-    mid = np.empty(len(x))
-    upper = np.empty(len(x))
-    lower = np.empty(len(x))
+@njit(cache=True, nogil=True)
+def bollinger_kernel(codes, x, n, k, ring, pos, count, mid, upper, lower):  # type: ignore[no-untyped-def]
     for i in range(len(x)):
         c = codes[i]
         if count[c] < n:
@@ -218,12 +206,10 @@ def bollinger_kernel(codes, x, n, k, ring, pos, count):  # type: ignore[no-untyp
         mid[i] = mean
         upper[i] = mean + k * sd
         lower[i] = mean - k * sd
-    return mid, upper, lower
 
 
-@njit(cache=True)
-def atr_kernel(codes, high, low, close, n, count, prev_close, total, value):  # type: ignore[no-untyped-def]
-    out = np.empty(len(close))
+@njit(cache=True, nogil=True)
+def atr_kernel(codes, high, low, close, n, count, prev_close, total, value, out):  # type: ignore[no-untyped-def]
     for i in range(len(close)):
         c = codes[i]
         if count[c] == 0:
@@ -245,4 +231,3 @@ def atr_kernel(codes, high, low, close, n, count, prev_close, total, value):  # 
         else:
             value[c] = (value[c] * (n - 1) + tr) / n
             out[i] = value[c]
-    return out

@@ -7,6 +7,7 @@ frame. Feeding a history in one frame or in any number of pieces gives identical
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -45,17 +46,35 @@ class _Stateful:
 
 
 class Indicator(_Stateful):
-    """Base: `inputs` are the frame columns read, `outputs` the columns produced."""
+    """Base: `inputs` are the frame columns read, `outputs` the columns produced.
+
+    `compute` writes the outputs for rows `codes`/`cols` into `outs` (arrays the caller
+    allocated); rows of different symbols may be computed by different threads.
+    """
 
     inputs: ClassVar[tuple[str, ...]] = ("price",)
     outputs: tuple[str, ...]
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
         raise NotImplementedError  # each indicator overrides it
+
+    def allocate(self, n: int) -> dict[str, np.ndarray]:
+        dtypes: dict[str, Any] = getattr(self, "dtypes", {})
+        return {o: np.empty(n, dtypes.get(o, np.float64)) for o in self.outputs}
+
+    def prepare(self, n_symbols: int, cols: dict[str, np.ndarray]) -> None:
+        """Grow the state for `n_symbols` (before threads touch it)."""
+        self.ensure(n_symbols)
+        empty = np.zeros(0, np.int64)
+        self.compute(empty, {k: v[:0] for k, v in cols.items()}, self.allocate(0))
 
     def update(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.ensure(int(codes.max()) + 1 if len(codes) else 0)
-        return self.compute(codes, cols)
+        outs = self.allocate(len(codes))
+        self.compute(codes, cols, outs)
+        return outs
 
 
 class Count(Indicator):
@@ -64,16 +83,18 @@ class Count(Indicator):
     def __init__(self, name: str = "n") -> None:
         super().__init__()
         self.outputs = (name,)
+        self.dtypes: dict[str, Any] = {name: np.int64}
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        seen = self._state("seen", np.int64)
-        out = np.empty(len(codes), np.int64)
-        _count(codes, seen, out)
-        return {self.outputs[0]: out}
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        _count(codes, self._state("seen", np.int64), outs[self.outputs[0]])
 
 
 def _count(codes: np.ndarray, seen: np.ndarray, out: np.ndarray) -> None:
     # a running count per symbol, vectorised: rank of each row within its symbol + carried
+    if not len(codes):
+        return
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
     starts = np.r_[0, np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1]
@@ -88,8 +109,10 @@ class Sma(Indicator):
         self.n = _window(n)
         self.outputs = (name or f"sma_{n}",)
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = k.sma_kernel(
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.sma_kernel(
             codes,
             cols["price"],
             self.n,
@@ -97,8 +120,8 @@ class Sma(Indicator):
             self._state("pos", np.int64),
             self._state("count", np.int64),
             self._state("total"),
+            outs[self.outputs[0]],
         )
-        return {self.outputs[0]: out}
 
 
 class Ema(Indicator):
@@ -107,16 +130,18 @@ class Ema(Indicator):
         self.n = _window(n)
         self.outputs = (name or f"ema_{n}",)
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = k.ema_kernel(
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.ema_kernel(
             codes,
             cols["price"],
             self.n,
             self._state("count", np.int64),
             self._state("seed"),
             self._state("value"),
+            outs[self.outputs[0]],
         )
-        return {self.outputs[0]: out}
 
 
 class Rsi(Indicator):
@@ -125,8 +150,10 @@ class Rsi(Indicator):
         self.n = _window(n)
         self.outputs = (name or f"rsi_{n}",)
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = k.rsi_kernel(
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.rsi_kernel(
             codes,
             cols["price"],
             self.n,
@@ -134,8 +161,8 @@ class Rsi(Indicator):
             self._state("prev"),
             self._state("gain"),
             self._state("loss"),
+            outs[self.outputs[0]],
         )
-        return {self.outputs[0]: out}
 
 
 class Macd(Indicator):
@@ -146,14 +173,16 @@ class Macd(Indicator):
             raise DataError(f"MACD needs fast < slow, got fast={fast}, slow={slow}")
         self.outputs = ("macd", "macd_signal", "macd_hist")
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
         s = self._state
-        line, sig, hist = k.macd_kernel(
+        k.macd_kernel(
             codes, cols["price"], self.fast, self.slow, self.signal,
             s("count", np.int64), s("slow_sum"), s("fast_sum"), s("ring", width=self.fast),
             s("fast_ema"), s("slow_ema"), s("sig_count", np.int64), s("sig_sum"), s("sig_ema"),
+            *(outs[o] for o in self.outputs),
         )  # fmt: skip
-        return dict(zip(self.outputs, (line, sig, hist), strict=True))
 
 
 class Bollinger(Indicator):
@@ -165,8 +194,10 @@ class Bollinger(Indicator):
         self.k_std = float(k_std)
         self.outputs = (f"bb_mid_{n}", f"bb_upper_{n}", f"bb_lower_{n}")
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        mid, upper, lower = k.bollinger_kernel(
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.bollinger_kernel(
             codes,
             cols["price"],
             self.n,
@@ -174,8 +205,8 @@ class Bollinger(Indicator):
             self._state("ring", width=self.n),
             self._state("pos", np.int64),
             self._state("count", np.int64),
+            *(outs[o] for o in self.outputs),
         )
-        return dict(zip(self.outputs, (mid, upper, lower), strict=True))
 
 
 class Atr(Indicator):
@@ -186,8 +217,10 @@ class Atr(Indicator):
         self.n = _window(n)
         self.outputs = (name or f"atr_{n}",)
 
-    def compute(self, codes: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = k.atr_kernel(
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.atr_kernel(
             codes,
             cols["high"],
             cols["low"],
@@ -197,8 +230,8 @@ class Atr(Indicator):
             self._state("prev_close"),
             self._state("total"),
             self._state("value"),
+            outs[self.outputs[0]],
         )
-        return {self.outputs[0]: out}
 
 
 class IndicatorSet:
@@ -238,14 +271,52 @@ class IndicatorSet:
             for role, name in self.columns.items()
             if name in frame.columns
         }
+        n_symbols = len(self.symbols)
+        outs = [ind.allocate(len(codes)) for ind in self.indicators]
+        for ind in self.indicators:
+            ind.prepare(n_symbols, cols)
+        split = _split_point(codes) if len(codes) >= _PARALLEL_ROWS else None
+        if split is None:
+            self._compute(codes, cols, outs, 0, len(codes))
+        else:  # two halves of disjoint symbols, each on its own core (kernels release the GIL)
+            with ThreadPoolExecutor(2) as pool:
+                done = [
+                    pool.submit(self._compute, codes, cols, outs, lo, hi)
+                    for lo, hi in ((0, split), (split, len(codes)))
+                ]
+                for future in done:
+                    future.result()
         out: dict[str, Any] = {
             "symbol": frame["symbol"],
             "timestamp": frame["timestamp"],
-            "price": cols["price"],
+            "price": pl.Series("price", cols["price"]),
         }
-        for ind in self.indicators:
-            for name, values in ind.update(codes, cols).items():
+        for produced in outs:
+            for name, values in produced.items():
                 # warm-up NaN becomes null while the column is built (no second pass)
                 out[name] = pl.Series(name, values, nan_to_null=values.dtype.kind == "f")
-        out["price"] = pl.Series("price", cols["price"])
         return pl.DataFrame(out)
+
+    def _compute(
+        self,
+        codes: np.ndarray,
+        cols: dict[str, np.ndarray],
+        outs: list[dict[str, np.ndarray]],
+        lo: int,
+        hi: int,
+    ) -> None:
+        part = {k: v[lo:hi] for k, v in cols.items()}
+        for ind, produced in zip(self.indicators, outs, strict=True):
+            ind.compute(codes[lo:hi], part, {k: v[lo:hi] for k, v in produced.items()})
+
+
+_PARALLEL_ROWS = 200_000
+
+
+def _split_point(codes: np.ndarray) -> int | None:
+    """A row near the middle where the symbol changes, if every symbol forms one run (so the
+    two halves share no symbol and no order between them matters); else None."""
+    change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    if not len(change) or len(np.unique(codes[np.r_[0, change]])) != len(change) + 1:
+        return None
+    return int(change[np.argmin(np.abs(change - len(codes) // 2))])

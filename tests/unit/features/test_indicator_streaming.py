@@ -60,3 +60,36 @@ def test_new_symbols_midway_keep_earlier_state() -> None:
     assert a.height == 500
     assert b.height == 3_000
     assert len(ind.symbols) == 10
+
+
+def _random_walk(symbols: int, rows: int) -> pl.DataFrame:
+    rng = np.random.default_rng(17)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, (symbols, rows)), axis=1))
+    return pl.DataFrame(
+        {
+            "symbol": np.repeat([f"R{i:02d}" for i in range(symbols)], rows),
+            "timestamp": pl.Series(np.tile(np.arange(rows, dtype=np.int64), symbols)).cast(
+                pl.Datetime("ns", "UTC")
+            ),
+            "close": close.reshape(-1),
+            "high": close.reshape(-1) * 1.001,
+            "low": close.reshape(-1) * 0.999,
+        }
+    )
+
+
+def test_two_threads_on_grouped_frames_equal_one_thread(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Large frames grouped by symbol are split across two threads at a symbol boundary;
+    the result must equal the one-thread computation bit for bit."""
+    from quantlab.features import library
+
+    frame = _random_walk(8, 40_000)  # 320,000 rows, eight runs
+    assert library._split_point(library.SymbolCodes().codes(frame["symbol"])) is not None
+    threaded = make().update(frame)
+    monkeypatch.setattr(library, "_PARALLEL_ROWS", 10**12)
+    single = make().update(frame)
+    assert_frame_equal(threaded, single, check_exact=True)
+    # and an interleaved frame (symbols repeat in many runs) is never split
+    interleaved = frame.sort("timestamp", "symbol")
+    codes = library.SymbolCodes().codes(interleaved["symbol"])
+    assert library._split_point(codes) is None
