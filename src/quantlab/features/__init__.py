@@ -2,6 +2,7 @@
 
 from quantlab.features.engine import FeatureEngine
 from quantlab.features.indicators import (
+    atr,
     bollinger,
     ema,
     ema_alpha,
@@ -26,8 +27,13 @@ from quantlab.features.library import (
     Indicator,
     IndicatorSet,
     Macd,
+    OrderFlowImbalance,
+    Returns,
     Rsi,
     Sma,
+    Volatility,
+    Vwap,
+    ZScore,
 )
 from quantlab.features.spec import DEFAULT, FeatureSpec, as_of, compute, get_spec, register_spec
 from quantlab.features.store import FeatureStore, FeatureVector
@@ -47,9 +53,15 @@ __all__ = [
     "Indicator",
     "IndicatorSet",
     "Macd",
+    "OrderFlowImbalance",
+    "Returns",
     "Rsi",
     "Sma",
+    "Volatility",
+    "Vwap",
+    "ZScore",
     "as_of",
+    "atr",
     "bollinger",
     "compute",
     "ema",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from quantlab.features.library import Bollinger, Ema, Indicator, Macd, Rsi, _window
+from quantlab.features.library import Atr, Bollinger, Ema, Indicator, Macd, Rsi, _window
 
 
 def _col(expr: pl.Expr | str) -> pl.Expr:
@@ -64,6 +64,24 @@ def bollinger(expr: pl.Expr | str, n: int = 20, k: float = 2.0) -> tuple[pl.Expr
         _kernel(expr, Bollinger, _window(n), k, output=0).alias(f"bb_mid_{n}"),
         _kernel(expr, Bollinger, _window(n), k, output=1).alias(f"bb_upper_{n}"),
         _kernel(expr, Bollinger, _window(n), k, output=2).alias(f"bb_lower_{n}"),
+    )
+
+
+def atr(
+    high: pl.Expr | str = "high", low: pl.Expr | str = "low", close: pl.Expr | str = "close",
+    n: int = 14,
+) -> pl.Expr:  # fmt: skip
+    """Average true range (TA-Lib): Wilder's smoothing of the true range, first value after n."""
+    n = _window(n)
+
+    def run(s: pl.Series) -> pl.Series:
+        parts = s.struct.unnest()
+        h, lo, c = (parts[name].cast(pl.Float64).to_numpy() for name in ("h", "l", "c"))
+        out = Atr(n).update(np.zeros(len(c), np.int64), {"high": h, "low": lo, "price": c})
+        return pl.Series("atr", out[f"atr_{n}"]).fill_nan(None)
+
+    return pl.struct(h=_col(high), l=_col(low), c=_col(close)).map_batches(
+        run, return_dtype=pl.Float64
     )
 
 

@@ -231,3 +231,104 @@ def atr_kernel(codes, high, low, close, n, count, prev_close, total, value, out)
         else:
             value[c] = (value[c] * (n - 1) + tr) / n
             out[i] = value[c]
+
+
+@njit(cache=True, nogil=True)
+def returns_kernel(codes, x, log, count, prev, out):  # type: ignore[no-untyped-def]
+    """x_t / x_{t-1} - 1 (or its log); NaN for a symbol's first value."""
+    for i in range(len(x)):
+        c = codes[i]
+        if count[c] == 0:
+            out[i] = NAN
+            count[c] = 1
+        else:
+            out[i] = np.log(x[i] / prev[c]) if log else x[i] / prev[c] - 1.0
+        prev[c] = x[i]
+
+
+@njit(cache=True, nogil=True)
+def rolling_kernel(codes, x, n, skip_first, ring, pos, count, seen, mean_out, std_out):  # type: ignore[no-untyped-def]
+    """Mean and sample standard deviation of the last `n` values of each symbol (NaN until n
+    values were seen). With `skip_first`, each symbol's first value is ignored (a NaN return)."""
+    for i in range(len(x)):
+        c = codes[i]
+        seen[c] += 1
+        if skip_first and seen[c] == 1:
+            mean_out[i] = NAN
+            std_out[i] = NAN
+            continue
+        if count[c] < n:
+            ring[c, count[c]] = x[i]
+            count[c] += 1
+        else:
+            ring[c, pos[c]] = x[i]
+            pos[c] = (pos[c] + 1) % n
+        if count[c] < n:
+            mean_out[i] = NAN
+            std_out[i] = NAN
+            continue
+        s = 0.0
+        for j in range(n):
+            s += ring[c, j]
+        mean = s / n
+        ss = 0.0
+        for j in range(n):
+            d = ring[c, j] - mean
+            ss += d * d
+        mean_out[i] = mean
+        std_out[i] = np.sqrt(ss / (n - 1)) if n > 1 else NAN
+
+
+@njit(cache=True, nogil=True)
+def vwap_kernel(codes, price, volume, n, ring_pv, ring_v, pos, count, out):  # type: ignore[no-untyped-def]
+    """Sum(price·volume)/sum(volume) over the last `n` rows of each symbol."""
+    for i in range(len(price)):
+        c = codes[i]
+        if count[c] < n:
+            ring_pv[c, count[c]] = price[i] * volume[i]
+            ring_v[c, count[c]] = volume[i]
+            count[c] += 1
+        else:
+            ring_pv[c, pos[c]] = price[i] * volume[i]
+            ring_v[c, pos[c]] = volume[i]
+            pos[c] = (pos[c] + 1) % n
+        if count[c] < n:
+            out[i] = NAN
+            continue
+        spv = 0.0
+        sv = 0.0
+        for j in range(n):
+            spv += ring_pv[c, j]
+            sv += ring_v[c, j]
+        out[i] = spv / sv if sv != 0.0 else NAN
+
+
+@njit(cache=True, nogil=True)
+def ofi_kernel(codes, bid, ask, bid_size, ask_size, count, prev, out):  # type: ignore[no-untyped-def]
+    """Order-flow imbalance of each quote against the symbol's previous quote (Cont et al.).
+
+    `prev[c]` holds the previous bid, ask, bid size and ask size."""
+    for i in range(len(bid)):
+        c = codes[i]
+        if count[c] == 0:
+            out[i] = NAN
+            count[c] = 1
+        else:
+            pb, pa, pbs, pas = prev[c, 0], prev[c, 1], prev[c, 2], prev[c, 3]
+            if bid[i] > pb:
+                bf = bid_size[i]
+            elif bid[i] == pb:
+                bf = bid_size[i] - pbs
+            else:
+                bf = -pbs
+            if ask[i] < pa:
+                af = ask_size[i]
+            elif ask[i] == pa:
+                af = ask_size[i] - pas
+            else:
+                af = -pas
+            out[i] = bf - af
+        prev[c, 0] = bid[i]
+        prev[c, 1] = ask[i]
+        prev[c, 2] = bid_size[i]
+        prev[c, 3] = ask_size[i]

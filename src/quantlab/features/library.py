@@ -234,6 +234,105 @@ class Atr(Indicator):
         )
 
 
+class Returns(Indicator):
+    """Simple (or log) returns against the symbol's previous price."""
+
+    def __init__(self, log: bool = False, name: str | None = None) -> None:
+        super().__init__()
+        self.log = bool(log)
+        self.outputs = (name or ("log_return" if log else "return"),)
+
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.returns_kernel(
+            codes, cols["price"], self.log, self._state("count", np.int64), self._state("prev"),
+            outs[self.outputs[0]],
+        )  # fmt: skip
+
+
+class Volatility(Indicator):
+    """Sample standard deviation of the last `n` log returns (first value after n returns)."""
+
+    def __init__(self, n: int, name: str | None = None) -> None:
+        super().__init__()
+        self.n = _window(n)
+        self.outputs = (name or f"volatility_{n}",)
+        self._returns = Returns(log=True)
+
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        self._returns.ensure(self.capacity)
+        r = np.empty(len(codes))
+        self._returns.compute(codes, cols, {self._returns.outputs[0]: r})
+        mean = np.empty(len(codes))
+        k.rolling_kernel(
+            codes, r, self.n, True, self._state("ring", width=self.n), self._state("pos", np.int64),
+            self._state("count", np.int64), self._state("seen", np.int64), mean,
+            outs[self.outputs[0]],
+        )  # fmt: skip
+
+
+class ZScore(Indicator):
+    """(x - mean) / sample standard deviation over the last `n` values, x included."""
+
+    def __init__(self, n: int, name: str | None = None) -> None:
+        super().__init__()
+        self.n = _window(n)
+        self.outputs = (name or f"zscore_{n}",)
+
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        mean, std = np.empty(len(codes)), np.empty(len(codes))
+        k.rolling_kernel(
+            codes, cols["price"], self.n, False, self._state("ring", width=self.n),
+            self._state("pos", np.int64), self._state("count", np.int64),
+            self._state("seen", np.int64), mean, std,
+        )  # fmt: skip
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(cols["price"] - mean, std, out=outs[self.outputs[0]])
+
+
+class Vwap(Indicator):
+    """Volume-weighted average price of the last `n` rows."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("price", "volume")
+
+    def __init__(self, n: int, name: str | None = None) -> None:
+        super().__init__()
+        self.n = _window(n)
+        self.outputs = (name or f"vwap_{n}",)
+
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.vwap_kernel(
+            codes, cols["price"], cols["volume"], self.n, self._state("ring_pv", width=self.n),
+            self._state("ring_v", width=self.n), self._state("pos", np.int64),
+            self._state("count", np.int64), outs[self.outputs[0]],
+        )  # fmt: skip
+
+
+class OrderFlowImbalance(Indicator):
+    """Cont, Kukanov and Stoikov's order-flow imbalance of each quote against the previous."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("bid", "ask", "bid_size", "ask_size")
+
+    def __init__(self, name: str = "ofi") -> None:
+        super().__init__()
+        self.outputs = (name,)
+
+    def compute(
+        self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
+    ) -> None:
+        k.ofi_kernel(
+            codes, cols["bid"], cols["ask"], cols["bid_size"], cols["ask_size"],
+            self._state("count", np.int64), self._state("prev", width=4), outs[self.outputs[0]],
+        )  # fmt: skip
+
+
 class IndicatorSet:
     """Several indicators over one frame layout, with one symbol coding shared by all.
 
@@ -248,12 +347,22 @@ class IndicatorSet:
         price: str = "close",
         high: str = "high",
         low: str = "low",
+        volume: str = "volume",
     ) -> None:
         names = [o for ind in indicators for o in ind.outputs]
         if len(set(names)) != len(names):
             raise DataError(f"indicator outputs collide: {names}")
         self.indicators = indicators
-        self.columns = {"price": price, "high": high, "low": low}
+        self.columns = {
+            "price": price,
+            "high": high,
+            "low": low,
+            "volume": volume,
+            "bid": "bid",
+            "ask": "ask",
+            "bid_size": "bid_size",
+            "ask_size": "ask_size",
+        }
         self.symbols = SymbolCodes()
 
     @property

@@ -10,7 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from quantlab.features import Atr, Bollinger, Count, Ema, IndicatorSet, Macd, Rsi, Sma
+from quantlab.features import (
+    Atr,
+    Bollinger,
+    Count,
+    Ema,
+    IndicatorSet,
+    Macd,
+    Returns,
+    Rsi,
+    Sma,
+    Volatility,
+    Vwap,
+    ZScore,
+)
 
 DATA = Path(__file__).resolve().parents[3] / "src" / "quantlab" / "_data" / "market"
 BARS = (
@@ -22,8 +35,11 @@ BARS = (
 
 def make() -> IndicatorSet:
     return IndicatorSet(
-        [Count(), Sma(7), Ema(5), Rsi(9), Macd(5, 13, 4), Bollinger(10, 1.5), Atr(6)]
-    )
+        [
+            Count(), Sma(7), Ema(5), Rsi(9), Macd(5, 13, 4), Bollinger(10, 1.5), Atr(6),
+            Returns(), Returns(log=True), Volatility(8), ZScore(6), Vwap(5),
+        ]
+    )  # fmt: skip
 
 
 WHOLE = make().update(BARS)
@@ -74,6 +90,7 @@ def _random_walk(symbols: int, rows: int) -> pl.DataFrame:
             "close": close.reshape(-1),
             "high": close.reshape(-1) * 1.001,
             "low": close.reshape(-1) * 0.999,
+            "volume": np.ones(symbols * rows),
         }
     )
 

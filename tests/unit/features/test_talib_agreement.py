@@ -22,6 +22,7 @@ from quantlab.features import (
     Macd,
     Rsi,
     Sma,
+    atr,
     bollinger,
     ema,
     macd,
@@ -84,6 +85,7 @@ def test_expression_api_matches_talib_per_symbol(data_dir: Path) -> None:
         rsi("close", 14).over("symbol").alias("rsi"),
         *(e.over("symbol") for e in macd("close")),
         *(e.over("symbol") for e in bollinger("close", 20, 2.0)),
+        atr("high", "low", "close", 14).over("symbol").alias("atr"),
     ).with_columns(pl.selectors.float().fill_null(np.nan))
     for symbol in ["ADA/BTC", "ETH/BTC", "ZEC/BTC"]:
         o = out.filter(pl.col("symbol") == symbol)
@@ -93,3 +95,5 @@ def test_expression_api_matches_talib_per_symbol(data_dir: Path) -> None:
         agree(o["rsi"].to_numpy(), talib.RSI(c, 14), f"{symbol} rsi()")
         agree(o["macd_signal"].to_numpy(), talib.MACD(c)[1], f"{symbol} macd()")
         agree(o["bb_upper_20"].to_numpy(), talib.BBANDS(c, 20, 2.0, 2.0)[0], f"{symbol} bb()")
+        h, lo = o["high"].to_numpy(), o["low"].to_numpy()
+        agree(o["atr"].to_numpy(), talib.ATR(h, lo, c, 14), f"{symbol} atr()")
