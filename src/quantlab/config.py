@@ -71,8 +71,13 @@ class FeaturesConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    name: Literal["ema_cross"] = "ema_cross"
+    name: Literal["ema_cross", "hedge"] = "ema_cross"
     id: str = Field("ema_cross", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    horizon: int = Field(12, ge=1, description="hedge: bars until an expert's advice is scored")
+    min_strength: float = Field(0.2, ge=0, le=1, description="hedge: weakest score that trades")
+    state_file: str | None = Field(
+        None, description="hedge: weights restored from and saved to this JSON file"
+    )
 
 
 class RiskConfig(_Section):

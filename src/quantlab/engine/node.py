@@ -41,6 +41,7 @@ from quantlab.ingest.quality import QualityConfig
 from quantlab.portfolio import SettlementEngine
 from quantlab.risk import RiskEngine, RiskLimits
 from quantlab.signals import EmaCross, StrategyContext, StrategyEngine
+from quantlab.signals.hedge_strategy import HedgeStrategy
 from quantlab.storage.deadletter import DeadLetterFile
 from quantlab.storage.lake import Lake
 from quantlab.storage.lake_writer import LakeWriter
@@ -58,6 +59,19 @@ class EngineError(QuantlabError):
 def new_run_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _strategy(s: Settings) -> EmaCross | HedgeStrategy:
+    if s.strategy.name == "hedge":
+        hedge = HedgeStrategy(
+            strategy_id=s.strategy.id,
+            horizon=s.strategy.horizon,
+            min_strength=s.strategy.min_strength,
+        )
+        if s.strategy.state_file:
+            hedge.load(s.strategy.state_file)
+        return hedge
+    return EmaCross(s.features.fast, s.features.slow, strategy_id=s.strategy.id)
 
 
 class Node:
@@ -145,8 +159,9 @@ class Node:
             self.clock, ttl_s=s.features.ttl_s, max_symbols=s.features.max_symbols
         )
         self.features = FeatureEngine(self.spec, self.feature_store)
+        self.strategy = _strategy(s)
         self.strategies = StrategyEngine(
-            [EmaCross(s.features.fast, s.features.slow, strategy_id=s.strategy.id)],
+            [self.strategy],
             StrategyContext(
                 clock=self.clock,
                 assumed_spread_bps=s.execution.assumed_spread_bps,
@@ -239,6 +254,9 @@ class Node:
             for component in self.components:
                 await component.stop()
             await self.bus.drain(timeout=60)
+            state_file = self.settings.strategy.state_file
+            if isinstance(self.strategy, HedgeStrategy) and state_file:
+                self.strategy.save(state_file)  # the learnt weights survive a restart
         finally:
             await self.bus.close()
             self.dead_letters.flush()
