@@ -7,6 +7,7 @@ frame. Feeding a history in one frame or in any number of pieces gives identical
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -45,7 +46,7 @@ class _Stateful:
         self.capacity = max(self.capacity, n_symbols)
 
 
-class Indicator(_Stateful):
+class Indicator(_Stateful, ABC):
     """Base: `inputs` are the frame columns read, `outputs` the columns produced.
 
     `compute` writes the outputs for rows `codes`/`cols` into `outs` (arrays the caller
@@ -55,10 +56,11 @@ class Indicator(_Stateful):
     inputs: ClassVar[tuple[str, ...]] = ("price",)
     outputs: tuple[str, ...]
 
+    @abstractmethod
     def compute(
         self, codes: np.ndarray, cols: dict[str, np.ndarray], outs: dict[str, np.ndarray]
     ) -> None:
-        raise NotImplementedError  # each indicator overrides it
+        """Write the outputs of rows `codes`/`cols` into `outs`, carrying state."""
 
     def allocate(self, n: int) -> dict[str, np.ndarray]:
         dtypes: dict[str, Any] = getattr(self, "dtypes", {})

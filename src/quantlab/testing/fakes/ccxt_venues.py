@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,7 @@ def encode(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-class FakeVenue:
+class FakeVenue(ABC):
     """Base of the fakes; subclasses implement `on_message`, `route` and `on_tick`."""
 
     def __init__(self, *, resend_last: int = 0, tick_interval_s: float | None = None) -> None:
@@ -147,18 +148,19 @@ class FakeVenue:
 
     # --- for subclasses ------------------------------------------------------------------
 
-    async def on_connect(self, client: Client) -> None:
+    async def on_connect(self, client: Client) -> None:  # noqa: B027 (optional hook)
         """Called when a client connects (before any message)."""
 
+    @abstractmethod
     async def on_message(self, client: Client, message: Any) -> None:
-        raise NotImplementedError
+        """Handle a client's message (subscribe, unsubscribe, ping ...)."""
 
-    async def on_tick(self, client: Client) -> None:
+    async def on_tick(self, client: Client) -> None:  # noqa: B027 (optional hook)
         """Called every `tick_interval_s` per live client (server pings, heartbeats)."""
 
+    @abstractmethod
     def route(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
         """A REST reply: (status, JSON body)."""
-        raise NotImplementedError
 
     def frame(self, client: Client, topic: str, message: Any) -> str:
         """The text frame carrying a data message to `client`."""
