@@ -45,6 +45,20 @@ def _run_end(codes, i):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def _ring_stats(ring, c, n, ddof):  # type: ignore[no-untyped-def]
+    """Mean and standard deviation (two-pass; `ddof` 0 population, 1 sample) of ring row c."""
+    s = 0.0
+    for j in range(n):
+        s += ring[c, j]
+    mean = s / n
+    ss = 0.0
+    for j in range(n):
+        d = ring[c, j] - mean
+        ss += d * d
+    return mean, (np.sqrt(ss / (n - ddof)) if n > ddof else NAN)
+
+
+@njit(cache=True, nogil=True)
 def sma_kernel(codes, x, n, ring, pos, count, total, out):  # type: ignore[no-untyped-def]
     i = 0
     while i < len(x):
@@ -194,15 +208,7 @@ def bollinger_kernel(codes, x, n, k, ring, pos, count, mid, upper, lower):  # ty
             upper[i] = NAN
             lower[i] = NAN
             continue
-        s = 0.0
-        for j in range(n):
-            s += ring[c, j]
-        mean = s / n
-        ss = 0.0
-        for j in range(n):
-            d = ring[c, j] - mean
-            ss += d * d
-        sd = np.sqrt(ss / n)
+        mean, sd = _ring_stats(ring, c, n, 0)
         mid[i] = mean
         upper[i] = mean + k * sd
         lower[i] = mean - k * sd
@@ -267,16 +273,9 @@ def rolling_kernel(codes, x, n, skip_first, ring, pos, count, seen, mean_out, st
             mean_out[i] = NAN
             std_out[i] = NAN
             continue
-        s = 0.0
-        for j in range(n):
-            s += ring[c, j]
-        mean = s / n
-        ss = 0.0
-        for j in range(n):
-            d = ring[c, j] - mean
-            ss += d * d
+        mean, sd = _ring_stats(ring, c, n, 1)
         mean_out[i] = mean
-        std_out[i] = np.sqrt(ss / (n - 1)) if n > 1 else NAN
+        std_out[i] = sd
 
 
 @njit(cache=True, nogil=True)

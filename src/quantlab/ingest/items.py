@@ -8,7 +8,6 @@ malformed frame costs one counted reject and the good events around it flow on.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 import msgspec
@@ -201,7 +200,3 @@ def frame_from_columns(kind: EventType, cols: dict[str, list[Any]]) -> pl.DataFr
     }
     frame = pl.DataFrame(data)
     return frame.with_columns(pl.col("timestamp").cast(schema["timestamp"]))
-
-
-def finite_or_nan(value: float) -> float:
-    return value if math.isfinite(value) else math.nan

@@ -24,7 +24,7 @@ import polars as pl
 from quantlab.core.clock import Clock, WallClock
 from quantlab.core.errors import ConfigError
 from quantlab.core.schemas import TIMESTAMP
-from quantlab.ingest.items import Events, Heartbeat, Reject, SourceItem
+from quantlab.ingest.items import Events, Reject, SourceItem
 from quantlab.ingest.ports import MarketDataSource
 
 log = logging.getLogger(__name__)
@@ -208,8 +208,6 @@ class Multiplexer:
                     stats.lag_ms = (self.clock.now_ns() - stats.last_event_ns) / 1e6
         elif isinstance(item, Reject):
             stats.rejects[item.reason] += 1
-        elif isinstance(item, Heartbeat):
-            pass
         elapsed = now - stats._rate_t0
         if elapsed >= 1.0:
             stats.events_per_s = (stats.events - stats._rate_n0) / elapsed

@@ -204,9 +204,6 @@ class DuplicateWindow:
         self._count += int(inserted.sum())
         return inserted
 
-    def add(self, hashes: np.ndarray) -> None:
-        self.insert(hashes)
-
 
 class QualityChecker:
     """Checks frames of one kind from one source, carrying per-symbol state between frames."""
@@ -529,11 +526,3 @@ def _in_one_session(start_ns: int, end_ns: int) -> bool:
         return t.weekday() < 5 and 9 * 60 + 30 <= minutes < 16 * 60
 
     return a.date() == b.date() and open_(a) and open_(b)
-
-
-def describe_flags(flags: int) -> list[str]:
-    return [name for bit, name in FLAG_NAMES.items() if flags & bit]
-
-
-def now_ns_of(value: dt.datetime) -> int:  # pragma: no cover - convenience for notebooks
-    return int(value.timestamp() * 1e9)

@@ -34,6 +34,7 @@ from quantlab.ingest.items import (
     Reject,
     check_size,
     decode_error_reason,
+    frame_from_columns,
     reject,
 )
 
@@ -134,18 +135,8 @@ def _frames(events: list[WireEvent]) -> list[Events]:
         cols = {col: list(map(attrgetter(attr), rows)) for col, attr in fields.items()}
         if kind is EventType.TRADE:  # an aggressor outside the enum is "unknown"
             cols["aggressor"] = [a if 0 <= a <= 2 else 0 for a in cols["aggressor"]]
-        out.append(Events(kind, _frame(kind, cols)))
+        out.append(Events(kind, frame_from_columns(kind, cols)))
     return out
-
-
-def _frame(kind: EventType, cols: dict[str, list[Any]]) -> pl.DataFrame:
-    schema = SCHEMAS[kind]
-    return pl.DataFrame(
-        {
-            name: pl.Series(name, values, dtype=pl.Int64 if name == "timestamp" else schema[name])
-            for name, values in cols.items()
-        }
-    ).with_columns(pl.col("timestamp").cast(schema["timestamp"]))
 
 
 class WireParser:

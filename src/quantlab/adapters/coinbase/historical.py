@@ -17,7 +17,7 @@ from quantlab.adapters.coinbase.parser import CANDLES_BODY, parse_candles
 from quantlab.core.errors import DataError
 from quantlab.core.schemas import BAR_SCHEMA
 from quantlab.ingest.items import Events
-from quantlab.ingest.ratelimit import limiter
+from quantlab.ingest.ratelimit import limiter, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class CoinbaseHistoricalBars:
     async def _get(self, path: str, params: dict[str, str]) -> bytes:
         retries = self.config.rest_retries
         for attempt in range(retries + 1):
+            backoff = min(0.25 * 2**attempt, 5.0)
             async with self._limiter:
                 self.requests += 1
                 try:
@@ -126,7 +127,7 @@ class CoinbaseHistoricalBars:
                 except httpx.TransportError as exc:
                     if attempt == retries:
                         raise DataError(f"coinbase GET {path} {params} failed: {exc!r}") from exc
-                    await asyncio.sleep(_delay(attempt, None))
+                    await asyncio.sleep(backoff)
                     continue
             if response.status_code == 200:
                 return response.content
@@ -135,17 +136,8 @@ class CoinbaseHistoricalBars:
                     f"coinbase GET {path} {params}: HTTP {response.status_code}: "
                     f"{response.text[:200]}"
                 )
-            await asyncio.sleep(_delay(attempt, response.headers.get("Retry-After")))
+            await asyncio.sleep(retry_after_s(response.headers.get("Retry-After"), backoff, 30.0))
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _delay(attempt: int, retry_after: str | None) -> float:
-    if retry_after is not None:
-        try:
-            return min(float(retry_after), 30.0)
-        except ValueError:
-            pass
-    return float(min(0.25 * 2**attempt, 5.0))
 
 
 def _epoch_s(moment: dt.datetime, what: str) -> int:

@@ -42,7 +42,7 @@ class NewsPage(msgspec.Struct, frozen=True):
 
 
 class _ArticleError(Exception):
-    pass
+    """An article field is missing or has the wrong type (a `wrong_type` reject)."""
 
 
 def parse_news(body: bytes | str, shape: str, symbols: Mapping[str, str]) -> NewsPage:
