@@ -132,26 +132,21 @@ class IngestEngine:
         period = max(self.flush_ms / 2000.0, 0.0005)
         while True:
             await asyncio.sleep(period)
-            for key, raw in list(self._raw.items()):
-                if raw.due():
-                    pending = raw.flush()
-                    if pending is not None:
-                        await self._check(key, pending)
-            for key, batcher in list(self._batchers.items()):
-                if batcher.due():
-                    rest = batcher.flush()
-                    if rest is not None:
-                        await self._publish(key[0], key[1], rest)
+            await self.flush(due_only=True)
 
-    async def flush(self) -> None:
+    async def flush(self, *, due_only: bool = False) -> None:
+        """Check what the raw batchers gathered, then publish what the batchers hold
+        (with `due_only`, only those whose oldest row waited `flush_ms`)."""
         for key, raw in list(self._raw.items()):
-            pending = raw.flush()
-            if pending is not None:
-                await self._check(key, pending)
+            if not due_only or raw.due():
+                pending = raw.flush()
+                if pending is not None:
+                    await self._check(key, pending)
         for (source, kind), batcher in list(self._batchers.items()):
-            rest = batcher.flush()
-            if rest is not None:
-                await self._publish(source, kind, rest)
+            if not due_only or batcher.due():
+                rest = batcher.flush()
+                if rest is not None:
+                    await self._publish(source, kind, rest)
 
     async def on_item(self, source: str, item: SourceItem) -> None:
         """Take one item from `source` (the multiplexer's sink)."""
