@@ -7,7 +7,7 @@ PY := $(BIN)/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: run live test test-fast lint format typecheck contracts bench clean help
+.PHONY: run live test test-fast lint format typecheck contracts bench model clean help
 
 help:
 	@echo "make run        create .venv, install, run the main job on embedded defaults"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-fast  the quick loop: tests not marked slow"
 	@echo "make live       run the engine live on the synthetic source until Ctrl-C"
 	@echo "make bench      run the benchmarks in their --quick mode"
+	@echo "make model      retrain and register the bundled models (needs the ml extra)"
 	@echo "make lint | format | typecheck | contracts | clean"
 
 $(PY):
@@ -26,7 +27,7 @@ $(VENV)/.run-deps: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(PY)
-	$(PIP) -e '.[dev,live]' 2> >(grep -v "is ignored: it is neither" >&2)
+	$(PIP) -e '.[dev,live,ml]' 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps
@@ -37,6 +38,15 @@ live: $(VENV)/.run-deps
 
 bench: $(VENV)/.test-deps
 	$(PY) benchmarks/bench_ingest.py --quick
+	$(PY) benchmarks/bench_features.py --quick
+	$(PY) benchmarks/bench_signals.py --quick
+
+# Retrains the bundled models; same seed and data give the same bytes, so an unchanged model
+# keeps its version.
+model: $(VENV)/.test-deps
+	$(BIN)/quantlab model train --registry src/quantlab/_data/models
+	$(BIN)/quantlab model train --registry src/quantlab/_data/models --name direction_gru \
+		--kind gru --hidden 16 --epochs 2 --lr 1e-3
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src tests benchmarks

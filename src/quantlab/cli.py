@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,6 +42,10 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 data_app = typer.Typer(help="Import recorded data into the lake and list it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+model_app = typer.Typer(
+    help="Train signal models and list the model registry.", no_args_is_help=True
+)
+app.add_typer(model_app, name="model")
 
 out = Console()
 err = Console(stderr=True)
@@ -142,6 +146,29 @@ def run(
     _print_summary(result)
 
 
+def _strategy_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """Expert weights, the pattern memory and the model of an ensemble strategy."""
+    rows = []
+    for sid, m in stats.items():
+        if not isinstance(m, dict) or "weights" not in m:
+            continue
+        weights = ", ".join(f"{e} {w:.3f}" for e, w in m["weights"].items())
+        rows.append((f"{sid} weights", f"{weights} ({m['rounds']} rounds)"))
+        experts = m.get("experts", {})
+        if "patterns" in experts:
+            p = experts["patterns"]
+            rows.append(
+                (
+                    "pattern memory",
+                    f"{p['size']:,} stored, {p['queries']:,} queries "
+                    f"({p['search_path']}), {p['swept']:,} swept",
+                )
+            )
+        if "model" in experts:
+            rows.append(("model", f"{experts['model']['model']} (onnxruntime)"))
+    return rows
+
+
 def _print_summary(result: RunResult) -> None:
     s = result.summary
     table = Table(title=f"quantlab run {s.run_id}", show_header=False, title_justify="left")
@@ -160,6 +187,7 @@ def _print_summary(result: RunResult) -> None:
         ("data quality", f"{flagged:,} flagged, {s.gaps:,} gaps"),
         ("batches", f"{s.batches:,}"),
         ("signals", f"{s.signals:,}"),
+        *_strategy_rows(s.strategy),
         ("orders", f"{s.orders:,} ({s.approved:,} approved, {sum(s.denied.values()):,} denied)"),
         ("fills", f"{s.fills:,}"),
     ]
@@ -298,6 +326,106 @@ def data_ls(
         table.add_row(
             ds, sym, f"{first:%Y-%m-%d %H:%M:%S}", f"{last:%Y-%m-%d %H:%M:%S}", f"{rows:,}"
         )
+    out.print(table)
+
+
+def _model_registry(settings: Settings, registry: Path | None) -> Path:
+    from quantlab.signals.models import BUNDLED_MODELS
+
+    return registry or (
+        Path(settings.models.registry) if settings.models.registry else BUNDLED_MODELS
+    )
+
+
+@model_app.command("train")
+def model_train(
+    config: ConfigOpt = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data", "-d", help="bar file(s); default bundled:btc_perp_1m_2022-01.parquet"
+        ),
+    ] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="registry folder (default: config, else the bundled one)")
+    ] = None,
+    name: Annotated[str, typer.Option(help="registered model name")] = "direction_mlp",
+    kind: Annotated[str, typer.Option(help="mlp or gru")] = "mlp",
+    target: Annotated[str, typer.Option(help="direction or return")] = "direction",
+    window: Annotated[int, typer.Option(help="rows per feature window")] = 32,
+    horizon: Annotated[int, typer.Option(help="rows until the predicted outcome")] = 12,
+    hidden: Annotated[int, typer.Option(help="hidden units")] = 32,
+    epochs: Annotated[int, typer.Option(help="passes over the training rows")] = 2,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 3e-4,
+    splits: Annotated[int, typer.Option(help="walk-forward test folds")] = 4,
+    embargo: Annotated[int, typer.Option(help="time steps embargoed before each fold")] = 0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+) -> None:
+    """Train a model on bars (purged walk-forward CV, fit, ONNX export with a parity check)
+    and register it; the defaults reproduce the bundled direction_mlp."""
+    from quantlab.adapters.sim.data import read_bars
+    from quantlab.features import compute, get_spec
+    from quantlab.signals.models.train import TrainConfig, train_and_register
+
+    settings = load_settings(config)
+    paths = data or ["bundled:btc_perp_1m_2022-01.parquet"]
+    cfg = TrainConfig(
+        kind=kind,  # type: ignore[arg-type]  # checked by TrainConfig
+        target=target,  # type: ignore[arg-type]
+        window=window, horizon=horizon, hidden=hidden, epochs=epochs, lr=lr,
+        n_splits=splits, embargo=embargo, seed=seed,
+    )  # fmt: skip
+    bars = read_bars(list(paths))
+    spec = get_spec(settings.features.spec)
+    files = [Path(p.removeprefix("bundled:")).name for p in paths]
+    with err.status(f"training {name} on {len(bars):,} bars"):
+        result = train_and_register(
+            compute(bars, spec), feature_spec=spec.id, registry=_model_registry(settings, registry),
+            name=name, config=cfg, data_files=files,
+        )  # fmt: skip
+    e = result.entry
+    table = Table(title=f"model {e.name}-v{e.version}", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    for key, value in (
+        ("file", str(_model_registry(settings, registry) / e.file)),
+        ("sha256", e.sha256),
+        ("kind / target", f"{e.kind} / {e.target}"),
+        ("feature spec", f"{e.feature_spec}, window {e.window}, horizon {e.horizon}"),
+        ("training rows", f"{e.training.rows:,} ({e.training.start} .. {e.training.end})"),
+        *((f"cv {k}", f"{v:.4f}") for k, v in result.cv.mean.items()),
+        ("onnx parity", f"{result.parity:.2e} max abs"),
+        ("wall time", f"{result.seconds:.1f} s"),
+    ):
+        table.add_row(key, value)
+    out.print(table)
+
+
+@model_app.command("ls")
+def model_ls(
+    config: ConfigOpt = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="registry folder (default: config, else the bundled one)")
+    ] = None,
+) -> None:
+    """List the registered models with their walk-forward CV metrics."""
+    from quantlab.signals.models import ModelRegistry
+
+    root = _model_registry(load_settings(config), registry)
+    entries = ModelRegistry(root).entries()
+    if not entries:
+        out.print(f"no models registered in {root}; train one with `quantlab model train`")
+        return
+    out.print(f"model registry {root}", soft_wrap=True, highlight=False)
+    table = Table(caption="W/h: window/horizon rows; acc, ic: walk-forward CV means")
+    for col in ("model", "kind", "target", "spec", "W/h", "acc", "ic"):
+        table.add_column(col, justify="right" if col in ("acc", "ic") else "left")
+    for e in entries:
+        cv = e.metrics.get("cv", {}).get("mean", {})
+        table.add_row(
+            f"{e.name}-v{e.version}", e.kind, e.target, e.feature_spec, f"{e.window}/{e.horizon}",
+            f"{cv.get('accuracy', float('nan')):.3f}", f"{cv.get('ic', float('nan')):.3f}",
+        )  # fmt: skip
     out.print(table)
 
 

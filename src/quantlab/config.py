@@ -70,14 +70,67 @@ class FeaturesConfig(_Section):
         return self
 
 
+EXPERTS = ("macd_cross", "rsi_reversion", "ema_trend", "patterns", "model")
+
+
 class StrategyConfig(_Section):
-    name: Literal["ema_cross", "hedge"] = "ema_cross"
-    id: str = Field("ema_cross", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: Literal["ema_cross", "hedge"] = "hedge"
+    id: str = Field("hedge", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    experts: list[str] = Field(
+        default_factory=lambda: list(EXPERTS),
+        description="hedge: the experts it weighs (rule experts, 'patterns', 'model')",
+    )
     horizon: int = Field(12, ge=1, description="hedge: bars until an expert's advice is scored")
     min_strength: float = Field(0.2, ge=0, le=1, description="hedge: weakest score that trades")
+    eta: float | None = Field(
+        None, gt=0, description="hedge: learning rate; unset: the theoretical sqrt(8 ln N / T)"
+    )
     state_file: str | None = Field(
         None, description="hedge: weights restored from and saved to this JSON file"
     )
+
+    @field_validator("experts")
+    @classmethod
+    def _known_experts(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if e not in EXPERTS]
+        if unknown:
+            raise ValueError(f"unknown experts {unknown}; known: {list(EXPERTS)}")
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"experts must be a non-empty list without repeats, got {v}")
+        return v
+
+
+class PatternsConfig(_Section):
+    """The pattern memory: past feature windows in Chroma, queried for similar situations."""
+
+    window: int = Field(64, ge=4, le=4096, description="rows of a symbol in one pattern")
+    dim: int = Field(512, ge=8, le=4096, description="embedding dimension")
+    k: int = Field(10, ge=1, le=1000, description="neighbours per query")
+    query_every: int = Field(
+        1,
+        ge=1,
+        description="query a symbol's memory at most every this many bars (once per batch)",
+    )
+    store_every: int = Field(
+        4, ge=1, description="store every this many bars of a symbol (must divide the horizon)"
+    )
+    ttl_days: float = Field(90.0, gt=0, description="patterns older than this are swept")
+    search: Literal["auto", "chroma", "simhash"] = "auto"
+    path: str | None = Field(
+        None, description="Chroma PersistentClient folder; unset: inside each run's folder"
+    )
+    url: str | None = Field(
+        None, description="a Chroma server (http://host:port) instead of the embedded client"
+    )
+    collection: str = Field("patterns", pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,60}[A-Za-z0-9]$")
+
+
+class ModelsConfig(_Section):
+    """ONNX models for the 'model' expert, loaded from a registry with hash checks."""
+
+    registry: str | None = Field(None, description="registry folder; unset: the bundled models")
+    name: str = Field("direction_mlp", description="the registered model the expert uses")
+    version: int | None = Field(None, ge=1, description="unset: the latest version")
 
 
 class RiskConfig(_Section):
@@ -167,12 +220,24 @@ class Settings(BaseSettings):
     ingest: IngestConfig = IngestConfig()
     features: FeaturesConfig = FeaturesConfig()
     strategy: StrategyConfig = StrategyConfig()
+    patterns: PatternsConfig = PatternsConfig()
+    models: ModelsConfig = ModelsConfig()
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
     storage: StorageConfig = StorageConfig()
     live: LiveConfig = LiveConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @model_validator(mode="after")
+    def _patterns_fit_the_horizon(self) -> Settings:
+        st, p = self.strategy, self.patterns
+        if st.name == "hedge" and "patterns" in st.experts and st.horizon % p.store_every:
+            raise ValueError(
+                f"patterns.store_every ({p.store_every}) must divide strategy.horizon "
+                f"({st.horizon}): a stored bar's outcome bar must be stored too"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -98,3 +98,12 @@ def test_log_filter_masks_secrets(caplog: pytest.LogCaptureFixture) -> None:
         logger.info("connecting with key %s to %s", canary, "venue")
     assert canary not in caplog.text
     assert "connecting with key *** to venue" in caplog.text
+
+
+def test_pattern_storage_must_fit_the_hedge_horizon() -> None:
+    with pytest.raises(ConfigError, match=r"patterns.store_every \(4\) must divide"):
+        load_settings(strategy={"horizon": 6})
+    assert load_settings(strategy={"horizon": 6}, patterns={"store_every": 2}).patterns
+    assert load_settings(strategy={"horizon": 6, "experts": ["macd_cross"]}).strategy
+    with pytest.raises(ConfigError, match="unknown experts"):
+        load_settings(strategy={"experts": ["oracle"]})

@@ -76,6 +76,11 @@ def signals(strategy_id: str) -> str:
     return f"signals.{_segment(strategy_id, 'strategy id')}"
 
 
+def weights(strategy_id: str) -> str:
+    """``weights.<strategy>``: an ensemble's expert weights after each learning round."""
+    return f"weights.{_segment(strategy_id, 'strategy id')}"
+
+
 def orders(event: str) -> str:
     return f"orders.{_one_of(event, ORDER_EVENTS, 'order event')}"
 

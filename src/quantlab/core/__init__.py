@@ -25,6 +25,7 @@ from quantlab.core.errors import (
 from quantlab.core.messages import (
     Bar,
     DataGap,
+    ExpertWeights,
     FeatureBatch,
     Fill,
     MarketBatch,
@@ -50,6 +51,7 @@ __all__ = [
     "DataError",
     "DataGap",
     "EventType",
+    "ExpertWeights",
     "FeatureBatch",
     "Fill",
     "Liquidity",

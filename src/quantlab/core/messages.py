@@ -170,6 +170,22 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, tag=True):
             _require_finite(f"signal feature {i}", value, self.symbol, non_negative=False)
 
 
+class ExpertWeights(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An ensemble strategy's expert weights after a learning round (for dashboards)."""
+
+    strategy_id: str
+    timestamp: dt.datetime
+    rounds: int
+    weights: dict[str, float]
+    advice: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require_aware("weights timestamp", self.timestamp)
+        total = sum(self.weights.values())
+        if self.weights and not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValidationError(f"expert weights must sum to 1, got {total!r}")
+
+
 class Order(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """An order intent (DESIGN §4). Quantities and prices are `Decimal`."""
 
@@ -286,6 +302,7 @@ WireMessage = (
     | Bar
     | NewsEvent
     | Signal
+    | ExpertWeights
     | Order
     | OrderDenied
     | OrderEvent

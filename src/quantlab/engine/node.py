@@ -32,6 +32,7 @@ from quantlab.core.errors import QuantlabError
 from quantlab.core.instruments import InstrumentBook
 from quantlab.engine.result import RunResult, RunSummary
 from quantlab.engine.sources import build_sources
+from quantlab.engine.strategies import build_strategy
 from quantlab.execution import ExecutionEngine, OrderBuilder, OrderTracker, Router
 from quantlab.features import Count, Ema, FeatureEngine, FeatureStore, get_spec
 from quantlab.ingest import IngestEngine
@@ -40,11 +41,13 @@ from quantlab.ingest.ports import MarketDataSource
 from quantlab.ingest.quality import QualityConfig
 from quantlab.portfolio import SettlementEngine
 from quantlab.risk import RiskEngine, RiskLimits
-from quantlab.signals import EmaCross, StrategyContext, StrategyEngine
+from quantlab.signals import StrategyContext, StrategyEngine
 from quantlab.signals.hedge_strategy import HedgeStrategy
+from quantlab.signals.sketches import SketchEngine
 from quantlab.storage.deadletter import DeadLetterFile
 from quantlab.storage.lake import Lake
 from quantlab.storage.lake_writer import LakeWriter
+from quantlab.storage.signal_log import SignalLog, read_signals, signals_frame
 from quantlab.storage.sql.engine import make_engine, upgrade
 from quantlab.storage.sql.store import SqlOrderStore
 
@@ -59,19 +62,6 @@ class EngineError(QuantlabError):
 def new_run_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
-def _strategy(s: Settings) -> EmaCross | HedgeStrategy:
-    if s.strategy.name == "hedge":
-        hedge = HedgeStrategy(
-            strategy_id=s.strategy.id,
-            horizon=s.strategy.horizon,
-            min_strength=s.strategy.min_strength,
-        )
-        if s.strategy.state_file:
-            hedge.load(s.strategy.state_file)
-        return hedge
-    return EmaCross(s.features.fast, s.features.slow, strategy_id=s.strategy.id)
 
 
 class Node:
@@ -159,7 +149,11 @@ class Node:
             self.clock, ttl_s=s.features.ttl_s, max_symbols=s.features.max_symbols
         )
         self.features = FeatureEngine(self.spec, self.feature_store)
-        self.strategy = _strategy(s)
+        self.strategy = build_strategy(
+            s, feature_spec=get_spec(s.features.spec).id, run_dir=self.run_dir
+        )
+        self.sketches = SketchEngine(self.feature_store)
+        self.signal_log = SignalLog(self.run_dir / "signals.msgpack", fsync=mode == "live")
         self.strategies = StrategyEngine(
             [self.strategy],
             StrategyContext(
@@ -201,7 +195,9 @@ class Node:
         self.components: list[Component] = [
             self.venue,
             self.features,
+            self.sketches,
             self.strategies,
+            self.signal_log,
             self.builder,
             self.risk,
             self.execution,
@@ -282,6 +278,7 @@ class Node:
             "batches": ingest["batches"],
             "rejected": sum(ingest["rejected"].values()),
             "signals": sum(self.strategies.signals.values()),
+            "weights": dict(getattr(self.strategy, "weights", {})),
             "orders": self.builder.built,
             "fills": self.execution.fills,
             "sources": ingest["sources"],
@@ -322,6 +319,14 @@ class Node:
             run_dir=str(self.run_dir),
             database=self._sql.url.render_as_string(hide_password=True),
             sources=ingest["sources"] if self.mode == "live" else {},
+            strategy=self.strategies.stats(),
+            sketches=self.sketches.metrics(),
+        )
+        weights = pl.DataFrame(
+            [
+                {"timestamp": w.timestamp, "rounds": w.rounds, **w.weights}
+                for w in self.strategies.weights_history
+            ]
         )
         return RunResult(
             summary=summary,
@@ -329,4 +334,6 @@ class Node:
             fills=fills,
             positions=self.settlement.positions_frame(),
             run_dir=self.run_dir,
+            signals=signals_frame(read_signals(self.signal_log.path)),
+            weights=weights,
         )

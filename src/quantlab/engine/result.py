@@ -40,6 +40,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     run_dir: str
     database: str
     sources: dict[str, dict[str, Any]] = {}
+    strategy: dict[str, Any] = {}
+    sketches: dict[str, Any] = {}
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)
@@ -54,6 +56,8 @@ class RunResult:
     fills: pl.DataFrame
     positions: pl.DataFrame
     run_dir: Path
+    signals: pl.DataFrame | None = None
+    weights: pl.DataFrame | None = None
 
     @property
     def pnl(self) -> dict[str, dict[str, Decimal]]:

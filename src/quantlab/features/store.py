@@ -39,6 +39,7 @@ class FeatureStore:
         self.ttl_ns = int(ttl_s * 1e9)
         self.max_symbols = max_symbols
         self._latest: OrderedDict[str, FeatureVector] = OrderedDict()
+        self._extra: dict[str, dict[str, Any]] = {}  # per-symbol values from other stages
         self.hits = self.misses = self.expired = self.evicted = self.writes = 0
 
     def __len__(self) -> int:
@@ -55,12 +56,25 @@ class FeatureStore:
             symbol = row.pop("symbol")
             row.pop("timestamp")
             self._latest.pop(symbol, None)
-            self._latest[symbol] = FeatureVector(symbol, t, now, row)
+            self._latest[symbol] = FeatureVector(symbol, t, now, row | self._extra.get(symbol, {}))
             self.writes += 1
         while len(self._latest) > self.max_symbols:
             self._latest.popitem(last=False)
             self.evicted += 1
         return last.height
+
+    def annotate(self, symbol: str, values: dict[str, Any]) -> None:
+        """Attach values computed elsewhere (e.g. stream sketches) to `symbol`'s vector; they
+        stay attached as the symbol's features are refreshed."""
+        extra = self._extra.setdefault(symbol, {})
+        extra.update(values)
+        found = self._latest.get(symbol)
+        if found is not None:
+            self._latest[symbol] = FeatureVector(
+                symbol, found.ts_ns, found.written_ns, found.values | values
+            )
+        while len(self._extra) > self.max_symbols:
+            self._extra.pop(next(iter(self._extra)))
 
     def get(self, symbol: str) -> FeatureVector | None:
         """The symbol's latest vector, or None if there is none or it expired."""

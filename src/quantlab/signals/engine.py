@@ -1,4 +1,9 @@
-"""`StrategyEngine`: feature batches in, signals out on ``signals.<strategy>``."""
+"""`StrategyEngine`: feature batches in, signals out on ``signals.<strategy>``.
+
+A strategy that learns expert weights (it has ``weights_message(now)``) also has them
+published on ``weights.<strategy>`` after every learning round, for the dashboard; the engine
+keeps the history (`weights_history`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
 from quantlab.core.errors import BusError
-from quantlab.core.messages import FeatureBatch
+from quantlab.core.messages import ExpertWeights, FeatureBatch
 from quantlab.signals.strategy import Strategy, StrategyContext
 
 
@@ -25,6 +30,7 @@ class StrategyEngine:
         self.ctx = ctx
         self._bus: Bus | None = None
         self.signals: Counter[str] = Counter()
+        self.weights_history: list[ExpertWeights] = []
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
@@ -43,6 +49,24 @@ class StrategyEngine:
                 await self._bus.publish(
                     topics.signals(strategy.strategy_id), signal, msg_id=str(signal.signal_id)
                 )
+            learn = getattr(strategy, "learn", None)
+            if learn is not None:  # after the signals are out: off the decision path
+                learn()
+            weights_message = getattr(strategy, "weights_message", None)
+            if weights_message is not None:
+                update: ExpertWeights | None = weights_message(self.ctx.clock.now())
+                if update is not None:
+                    self.weights_history.append(update)
+                    await self._bus.publish(
+                        topics.weights(strategy.strategy_id),
+                        update,
+                        msg_id=f"{strategy.strategy_id}:weights:{update.rounds}",
+                    )
 
     def stats(self) -> dict[str, Any]:
-        return {"signals": dict(self.signals)}
+        out: dict[str, Any] = {"signals": dict(self.signals)}
+        for strategy in self.strategies:
+            metrics = getattr(strategy, "metrics", None)
+            if metrics is not None:
+                out[strategy.strategy_id] = metrics()
+        return out

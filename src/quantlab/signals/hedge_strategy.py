@@ -11,45 +11,31 @@ batch. Nothing is learnt before its outcome exists (no look-ahead). The weights 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from quantlab.core import ids
 from quantlab.core.clock import ns_to_datetime
 from quantlab.core.enums import Side
 from quantlab.core.errors import DataError
-from quantlab.core.messages import Signal
+from quantlab.core.messages import ExpertWeights, Signal
 from quantlab.signals.ensemble import Hedge
+from quantlab.signals.experts import (
+    RULE_EXPERTS,
+    BatchExpert,
+    ExpertBatch,
+    PatternExpert,
+    RuleExpert,
+)
 from quantlab.signals.strategy import StrategyContext
+from quantlab.signals.windows import WindowBuffer
 
-Expert = Callable[[pl.DataFrame], pl.Series]
-
-
-def macd_cross(f: pl.DataFrame) -> pl.Series:
-    """Long when the MACD histogram is positive, short when negative."""
-    return f.select(pl.col("macd_hist").sign().fill_null(0.0))["macd_hist"]
-
-
-def rsi_reversion(f: pl.DataFrame) -> pl.Series:
-    """Long when RSI(14) < 30 (oversold), short when > 70 (overbought)."""
-    rsi = pl.col("rsi_14")
-    return f.select(
-        pl.when(rsi < 30).then(1.0).when(rsi > 70).then(-1.0).otherwise(0.0).alias("a")
-    )["a"]
-
-
-def ema_trend(f: pl.DataFrame) -> pl.Series:
-    """Long when EMA(12) is above EMA(26), short below."""
-    return f.select((pl.col("ema_12") - pl.col("ema_26")).sign().fill_null(0.0).alias("a"))["a"]
-
-
-DEFAULT_EXPERTS: dict[str, Expert] = {
-    "macd_cross": macd_cross,
-    "rsi_reversion": rsi_reversion,
-    "ema_trend": ema_trend,
-}
+Expert = RuleExpert | BatchExpert
+DEFAULT_EXPERTS: dict[str, Expert] = dict(RULE_EXPERTS)
 
 
 class HedgeStrategy:
@@ -63,7 +49,7 @@ class HedgeStrategy:
         eta: float | None = None,
         warm_up: int = 35,
     ) -> None:
-        self.experts = dict(experts or DEFAULT_EXPERTS)
+        self.experts: dict[str, Expert] = dict(experts or DEFAULT_EXPERTS)
         if horizon < 1:
             raise DataError(f"horizon must be >= 1 bar, got {horizon}")
         if not 0 <= min_strength <= 1:
@@ -71,6 +57,15 @@ class HedgeStrategy:
         self.strategy_id, self.horizon = strategy_id, horizon
         self.min_strength, self.warm_up = min_strength, warm_up
         self.hedge = Hedge(list(self.experts), eta=eta)
+        # One window buffer per window length the batch experts read, fed once per batch.
+        self._buffers = {
+            e.window: WindowBuffer(e.window)
+            for e in self.experts.values()
+            if isinstance(e, BatchExpert)
+        }
+        self.last_advice: dict[str, float] = {}
+        self._published_rounds = 0
+        self._unlearnt: ExpertBatch | None = None
         names = list(self.experts)
         self._pending = pl.DataFrame(
             schema={"symbol": pl.String, "n": pl.Int64, "price": pl.Float64}
@@ -81,6 +76,8 @@ class HedgeStrategy:
 
     @property
     def weights(self) -> dict[str, float]:
+        """The weights after learning from everything seen so far."""
+        self.learn()
         return self.hedge.weights
 
     # -- learning ------------------------------------------------------------------------
@@ -108,12 +105,25 @@ class HedgeStrategy:
         missing = needed - set(features.columns)
         if missing:
             raise DataError(f"{self.strategy_id} needs feature columns {sorted(missing)}")
+        self.learn()  # the previous batch's lessons, if the caller did not ask for them yet
         # Decide with the weights as of the batch's start ...
-        advice = {e: fn(features).cast(pl.Float64) for e, fn in self.experts.items()}
+        batch = ExpertBatch(features, self._buffers)
+        batch.advance()
+        advice: dict[str, np.ndarray] = {}
+        for e, expert in self.experts.items():
+            if isinstance(expert, BatchExpert):
+                advice[e] = np.asarray(expert.advise(batch), dtype=np.float64)
+            else:
+                advice[e] = expert(features).cast(pl.Float64).fill_null(0.0).to_numpy()
+            if advice[e].shape != (features.height,):
+                raise DataError(
+                    f"expert {e!r} gave {advice[e].shape} advice for {features.height} rows"
+                )
         w = self.hedge.weights
-        score = pl.Series("__score", [0.0] * features.height, dtype=pl.Float64)
+        score_values = np.zeros(features.height, dtype=np.float64)
         for e, a in advice.items():
-            score = score + w[e] * a
+            score_values += w[e] * a
+        score = pl.Series("__score", score_values)
         marked = (
             features.with_row_index("__row")
             .with_columns(
@@ -149,23 +159,51 @@ class HedgeStrategy:
             & ((pl.col("__prev").is_null()) | (pl.col("__side") != pl.col("__prev")))
         )
         confidence = max(w.values())
-        signals = [self._signal(row, ctx, confidence, w) for row in flips.iter_rows(named=True)]
-        # ... then file this batch's advice and learn from every outcome the batch reveals
-        # (advice from earlier batches or from earlier rows of this one). This batch's
-        # decisions were already made, so nothing is learnt from the future.
+        signals = [
+            self._signal(row, ctx, confidence, w, advice) for row in flips.iter_rows(named=True)
+        ]
+        if features.height:
+            self.last_advice = {e: float(a[-1]) for e, a in advice.items()}
+        # ... then file this batch's advice; `learn` takes in what the batch reveals.
         filed = features.select("symbol", pl.col("n").cast(pl.Int64), "price").with_columns(
-            [a.alias(f"adv_{e}") for e, a in advice.items()]
+            [pl.Series(f"adv_{e}", a) for e, a in advice.items()]
         )
         self._pending = pl.concat([self._pending, filed], how="vertical_relaxed")
-        self._learn(features)
+        self._unlearnt = batch
         return signals
 
+    def learn(self) -> None:
+        """Learn from every outcome the last batch revealed (advice from earlier batches or
+        from earlier rows of that batch) and let the batch experts take it in (the pattern
+        memory stores what resolved). The batch's decisions were already made, so nothing is
+        learnt from the future. The strategy engine calls this after publishing the batch's
+        signals, keeping it off the decision path; `on_features` calls it first otherwise."""
+        batch, self._unlearnt = self._unlearnt, None
+        if batch is None:
+            return
+        self._learn(batch.features)
+        for expert in self.experts.values():
+            if isinstance(expert, BatchExpert):
+                expert.learn(batch)
+
     def _signal(
-        self, row: dict[str, object], ctx: StrategyContext, confidence: float, w: dict[str, float]
+        self,
+        row: dict[str, Any],
+        ctx: StrategyContext,
+        confidence: float,
+        w: dict[str, float],
+        advice: dict[str, np.ndarray],
     ) -> Signal:
-        price = float(row["price"])  # type: ignore[arg-type]
-        ts_ns = int(row["__ts"])  # type: ignore[call-overload]
-        score = float(row["__score"])  # type: ignore[arg-type]
+        price = float(row["price"])
+        ts_ns = int(row["__ts"])
+        score = float(row["__score"])
+        i = int(row["__row"])
+        metadata = {f"w_{e}": f"{v:.4f}" for e, v in w.items()}
+        for expert in self.experts.values():
+            if isinstance(expert, PatternExpert) and expert.neighbours(i):
+                near = expert.neighbours(i)[:3]
+                metadata["pattern_neighbours"] = ",".join(nb.id for nb in near)
+                metadata["pattern_similarity"] = f"{near[0].similarity:.4f}"
         return Signal(
             signal_id=ids.signal_id(self.strategy_id, str(row["symbol"]), ts_ns),
             strategy_id=self.strategy_id,
@@ -174,14 +212,40 @@ class HedgeStrategy:
             strength=min(1.0, abs(score)),
             confidence=confidence,
             timestamp=ns_to_datetime(ts_ns),
-            features=[score],
-            metadata={f"w_{e}": f"{v:.4f}" for e, v in w.items()},
+            features=[score, *(float(advice[e][i]) for e in self.experts)],
+            metadata=metadata,
             mid=price,
             spread=price * ctx.assumed_spread_bps / 1e4,
         )
 
+    def weights_message(self, now: dt.datetime) -> ExpertWeights | None:
+        """The weights if a learning round happened since the last call, else None."""
+        self.learn()
+        if self.hedge.rounds == self._published_rounds:
+            return None
+        self._published_rounds = self.hedge.rounds
+        return ExpertWeights(
+            strategy_id=self.strategy_id,
+            timestamp=now,
+            rounds=self.hedge.rounds,
+            weights=self.weights,
+            advice=dict(self.last_advice),
+        )
+
+    def metrics(self) -> dict[str, Any]:
+        """Weights, rounds, resolved outcomes and each batch expert's own figures."""
+        return {
+            "weights": self.weights,
+            "rounds": self.hedge.rounds,
+            "resolved": self.resolved,
+            "experts": {
+                e: x.metrics() for e, x in self.experts.items() if isinstance(x, BatchExpert)
+            },
+        }
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        self.learn()
         Path(path).write_bytes(self.hedge.to_json())
 
     def load(self, path: str | Path) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import datasketches as ds
 import polars as pl
 
+from quantlab.bus import topics
 from quantlab.core.errors import DataError
 
 
@@ -139,3 +140,92 @@ class DistinctCount:
     def metrics(self) -> dict[str, Any]:
         low, high = self.bounds(2)
         return {"estimate": self.estimate(), "low_2sd": low, "high_2sd": high}
+
+
+class SketchEngine:
+    """Sketches over the live event stream, exposed as metrics and as features.
+
+    On every trade and bar batch: traded volume by symbol (Count-Min, heavy hitters), distinct
+    trade ids and distinct active symbols (HyperLogLog). Every `every` batches the figures go
+    out on ``system.metric`` and each symbol's estimated volume and share of all volume are
+    attached to its vector in the feature store (``sketch_volume``, ``sketch_volume_share``).
+    Memory is the sketches' fixed size, however long the stream runs.
+    """
+
+    name = "sketches"
+
+    def __init__(self, store: Any = None, *, every: int = 10, relative_error: float = 0.001):
+        if every < 1:
+            raise DataError(f"sketch metrics need every >= 1 batch, got {every}")
+        self.volume = VolumeSketch("symbol", relative_error=relative_error)
+        self.trade_ids = DistinctCount(lg_k=12)
+        self.symbols = DistinctCount(lg_k=10)
+        self.store = store
+        self.every = every
+        self.batches = 0
+        self._bus: Any = None
+        self._touched: set[str] = set()
+
+    async def start(self, bus: Any) -> None:
+        self._bus = bus
+        bus.consume(topics.market_data("trade"), self._on_batch, name=f"{self.name}-trades")
+        bus.consume(topics.market_data("bar"), self._on_batch, name=f"{self.name}-bars")
+
+    async def stop(self) -> None:
+        if self.batches % self.every:
+            await self._publish()
+
+    def update(self, frame: pl.DataFrame) -> None:
+        """Take in one batch of trades (``symbol, price, size[, trade_id]``) or bars
+        (``symbol, close, volume``)."""
+        if frame.is_empty():
+            return
+        if "size" not in frame.columns:
+            frame = frame.select(
+                "symbol", pl.col("close").alias("price"), pl.col("volume").alias("size")
+            )
+        self.volume.update(frame.select("symbol", "price", "size"))
+        if "trade_id" in frame.columns:
+            self.trade_ids.update(frame["trade_id"])
+        self.symbols.update(frame["symbol"])
+        self._touched.update(frame["symbol"].unique().to_list())
+        self.batches += 1
+
+    async def _on_batch(self, envelope: Any) -> None:
+        self.update(envelope.payload.frame)
+        if self.batches % self.every == 0:
+            await self._publish()
+
+    def features(self) -> dict[str, dict[str, float]]:
+        """Per symbol seen since the last call: estimated volume and its share of the total."""
+        total = self.volume.total
+        out = {}
+        for symbol in sorted(self._touched):
+            est = self.volume.estimate(symbol)[0]
+            out[symbol] = {
+                "sketch_volume": est,
+                "sketch_volume_share": est / total if total > 0 else 0.0,
+            }
+        self._touched.clear()
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "events": self.volume.events,
+            "total_volume": self.volume.total,
+            "heavy_hitters": self.volume.heavy_hitters(5),
+            "distinct_trade_ids": self.trade_ids.metrics(),
+            "distinct_symbols": self.symbols.metrics(),
+            "bytes": self.volume.size_bytes()
+            + self.trade_ids.size_bytes()
+            + self.symbols.size_bytes(),
+        }
+
+    async def _publish(self) -> None:
+        if self.store is not None:
+            for symbol, values in self.features().items():
+                self.store.annotate(symbol, values)
+        if self._bus is not None:
+            await self._bus.publish(
+                topics.system("metric"), {"component": self.name, **self.metrics()}
+            )

@@ -17,6 +17,7 @@ from quantlab.core import (
     Aggressor,
     Bar,
     DataGap,
+    ExpertWeights,
     Fill,
     Liquidity,
     NewsEvent,
@@ -160,6 +161,13 @@ WIRE_MESSAGES = {
         timestamp=OFFSET_TS,
     ),
     "Signal": make_signal(),
+    "ExpertWeights": ExpertWeights(
+        strategy_id="hedge",
+        timestamp=UTC_TS,
+        rounds=7,
+        weights={"macd_cross": 0.125, "patterns": 0.375, "model": 0.5},
+        advice={"macd_cross": -1.0, "patterns": 0.25, "model": 0.0625},
+    ),
     "Order": make_order(),
     "OrderDenied": OrderDenied(
         order=make_order(order_type=OrderType.MARKET, price=None),

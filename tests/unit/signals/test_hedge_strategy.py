@@ -57,9 +57,12 @@ def test_nothing_is_learnt_before_the_outcome_exists() -> None:
     strat = HedgeStrategy(horizon=5, eta=0.5, warm_up=1)
     frame = bars(20)
     strat.on_features(frame.slice(0, 5), CTX)  # bars 1..5: no outcome 5 bars later yet
+    strat.learn()
     assert strat.hedge.rounds == 0
     assert len(set(strat.weights.values())) == 1  # still uniform
     strat.on_features(frame.slice(5, 1), CTX)  # bar 6 resolves bar 1 only
+    assert strat.resolved == 0  # learning waits until the decisions are out ...
+    strat.learn()
     assert strat.resolved == 1
     assert strat.hedge.rounds == 1
 
@@ -80,6 +83,7 @@ def test_weights_survive_a_restart_through_the_engine(tmp_path: Path) -> None:
     state = tmp_path / "hedge.json"
     settings = load_settings(
         strategy={"name": "hedge", "id": "hedge", "state_file": str(state), "horizon": 6},
+        patterns={"store_every": 3},
         data={"symbols": ["ETH/BTC", "LTC/BTC"], "end": "2018-01-16"},
     )
     first = Node(settings, run_dir=tmp_path / "a")

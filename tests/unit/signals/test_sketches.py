@@ -80,3 +80,58 @@ def test_bad_arguments() -> None:
         VolumeSketch("price_level")
     with pytest.raises(DataError, match="lg_k"):
         DistinctCount(30)
+
+
+async def test_sketch_engine_publishes_metrics_and_annotates_features(data_dir: Path) -> None:
+    import asyncio
+
+    from quantlab.bus import InProcessBus, topics
+    from quantlab.bus.base import Envelope
+    from quantlab.core.clock import SimulatedClock
+    from quantlab.core.enums import EventType
+    from quantlab.core.messages import MarketBatch
+    from quantlab.features import FeatureStore
+    from quantlab.signals.sketches import SketchEngine
+
+    frame = trades(data_dir)
+    clock = SimulatedClock(0)
+    store = FeatureStore(clock)
+    store.put(
+        pl.DataFrame({"symbol": ["XRP/ETH"], "timestamp": [0], "rsi_14": [50.0]}).cast(
+            {"timestamp": pl.Datetime("ns", "UTC")}
+        )
+    )
+    engine = SketchEngine(store, every=3)
+    bus = InProcessBus()
+    metrics: list[dict[str, object]] = []
+
+    async def collect(envelope: Envelope) -> None:
+        metrics.append(envelope.payload)
+
+    bus.consume(topics.system("metric"), collect, name="test")
+    await engine.start(bus)
+    sizes = []
+    for i, chunk in enumerate(frame.iter_slices(1000)):
+        batch = MarketBatch(kind=EventType.TRADE, frame=chunk, seq=i, ts_min=0, ts_max=0)
+        await bus.publish(topics.market_data("trade"), batch)
+        await asyncio.wait_for(bus.drain(), 5)
+        sizes.append(engine.metrics()["bytes"])
+    await engine.stop()
+    await asyncio.wait_for(bus.drain(), 5)
+    await bus.close()
+    # bounded memory however long the stream (the heavy-hitter list fills to its cap)
+    assert max(sizes) - sizes[0] < 0.01 * sizes[0]
+    batches = -(-frame.height // 1000)
+    assert len(metrics) == -(-batches // 3)
+    last = metrics[-1]
+    assert last["component"] == "sketches"
+    exact_ids = frame["trade_id"].n_unique()
+    low, high = last["distinct_trade_ids"]["low_2sd"], last["distinct_trade_ids"]["high_2sd"]
+    assert low <= exact_ids <= high
+    assert last["distinct_symbols"]["estimate"] == pytest.approx(2, abs=0.01)
+    vector = store.get("XRP/ETH")
+    assert vector is not None
+    true = float(frame.filter(pl.col("symbol") == "XRP/ETH")["size"].sum())
+    assert vector["sketch_volume"] >= true - 1e-6
+    assert vector["sketch_volume"] <= true + 0.001 * float(frame["size"].sum())
+    assert vector["rsi_14"] == 50.0  # the sketch values sit beside the features
