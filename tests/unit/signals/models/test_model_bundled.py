@@ -68,7 +68,7 @@ def test_bundled_model_advice_is_in_range_on_real_windows(
     np.testing.assert_allclose(model.predict(pair_windows[7]), prob[7:8], atol=1e-6)
 
 
-def test_production_never_imports_torch() -> None:
+def test_production_never_imports_torch(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
@@ -86,6 +86,11 @@ def test_production_never_imports_torch() -> None:
         windows, full = window_array(compute(bars.head(3000)), model.window)
         advice = model.advice(windows[full])
         assert len(advice) > 1000 and abs(advice).max() <= 1.0
+        # the whole engine, trading the Hedge ensemble with the model and the pattern memory
+        eth = bars.filter(pl.col("symbol") == "ETH/BTC").head(1500)
+        run = quantlab.backtest(eth, run_dir={str(tmp_path / "run")!r})
+        assert set(run.summary.strategy["hedge"]["experts"]) == {{"model", "patterns"}}
+        assert run.summary.signals > 0
         leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnxscript"))
         assert not leaked, leaked
         print("ok", len(advice))
