@@ -53,6 +53,11 @@ RULE_EXPERTS: dict[str, RuleExpert] = {
 }
 
 
+def replace_by_symbol(state: pl.DataFrame, latest: pl.DataFrame) -> pl.DataFrame:
+    """Per-symbol carried state: `latest`'s rows replace `state`'s rows of the same symbols."""
+    return pl.concat([state.join(latest, on="symbol", how="anti"), latest])
+
+
 class ExpertBatch:
     """One feature batch as the experts see it: the frame, its windows, and row arrays."""
 
@@ -211,7 +216,7 @@ class PatternExpert:
             )
         )
         latest = held.group_by("symbol").agg(pl.col("__a").last().alias("__held"))
-        self._held = pl.concat([self._held.join(latest, on="symbol", how="anti"), latest])
+        self._held = replace_by_symbol(self._held, latest)
         return held["__a"].to_numpy().astype(np.float64)
 
     def learn(self, batch: ExpertBatch) -> None:

@@ -30,6 +30,7 @@ from quantlab.signals.experts import (
     ExpertBatch,
     PatternExpert,
     RuleExpert,
+    replace_by_symbol,
 )
 from quantlab.signals.strategy import StrategyContext
 from quantlab.signals.windows import WindowBuffer
@@ -58,11 +59,11 @@ class HedgeStrategy:
         self.min_strength, self.warm_up = min_strength, warm_up
         self.hedge = Hedge(list(self.experts), eta=eta)
         # One window buffer per window length the batch experts read, fed once per batch.
-        self._buffers = {
-            e.window: WindowBuffer(e.window)
-            for e in self.experts.values()
-            if isinstance(e, BatchExpert)
-        }
+        self._batch_experts = {e: x for e, x in self.experts.items() if isinstance(x, BatchExpert)}
+        self._pattern_experts = [
+            x for x in self._batch_experts.values() if isinstance(x, PatternExpert)
+        ]
+        self._buffers = {x.window: WindowBuffer(x.window) for x in self._batch_experts.values()}
         self.last_advice: dict[str, float] = {}
         self._published_rounds = 0
         self._unlearnt: ExpertBatch | None = None
@@ -153,7 +154,7 @@ class HedgeStrategy:
             .agg(pl.col("__side").last().alias("__carried"))
         )
         if latest.height:
-            self._side = pl.concat([self._side.join(latest, on="symbol", how="anti"), latest])
+            self._side = replace_by_symbol(self._side, latest)
         flips = marked.filter(
             pl.col("__side").is_not_null()
             & ((pl.col("__prev").is_null()) | (pl.col("__side") != pl.col("__prev")))
@@ -182,9 +183,8 @@ class HedgeStrategy:
         if batch is None:
             return
         self._learn(batch.features)
-        for expert in self.experts.values():
-            if isinstance(expert, BatchExpert):
-                expert.learn(batch)
+        for expert in self._batch_experts.values():
+            expert.learn(batch)
 
     def _signal(
         self,
@@ -199,8 +199,8 @@ class HedgeStrategy:
         score = float(row["__score"])
         i = int(row["__row"])
         metadata = {f"w_{e}": f"{v:.4f}" for e, v in w.items()}
-        for expert in self.experts.values():
-            if isinstance(expert, PatternExpert) and expert.neighbours(i):
+        for expert in self._pattern_experts:
+            if expert.neighbours(i):
                 near = expert.neighbours(i)[:3]
                 metadata["pattern_neighbours"] = ",".join(nb.id for nb in near)
                 metadata["pattern_similarity"] = f"{near[0].similarity:.4f}"
@@ -238,9 +238,7 @@ class HedgeStrategy:
             "weights": self.weights,
             "rounds": self.hedge.rounds,
             "resolved": self.resolved,
-            "experts": {
-                e: x.metrics() for e, x in self.experts.items() if isinstance(x, BatchExpert)
-            },
+            "experts": {e: x.metrics() for e, x in self._batch_experts.items()},
         }
 
     # -- persistence ---------------------------------------------------------------------
