@@ -4,6 +4,7 @@ from quantlab.core.clock import Clock, SimulatedClock, WallClock, datetime_to_ns
 from quantlab.core.codec import MARKET_EVENT_DTYPE, decode_events, encode_events, events_to_frame
 from quantlab.core.enums import (
     Aggressor,
+    BreakerState,
     EventType,
     Liquidity,
     OrderStatus,
@@ -24,6 +25,7 @@ from quantlab.core.errors import (
 )
 from quantlab.core.messages import (
     Bar,
+    BreakerEvent,
     DataGap,
     ExpertWeights,
     FeatureBatch,
@@ -44,6 +46,8 @@ __all__ = [
     "MARKET_EVENT_DTYPE",
     "Aggressor",
     "Bar",
+    "BreakerEvent",
+    "BreakerState",
     "BusError",
     "Clock",
     "CodecError",

@@ -52,6 +52,22 @@ _TERMINAL = frozenset(
 )
 
 
+class BreakerState(StrEnum):
+    """The risk circuit breaker: ACTIVE trades, REDUCING only shrinks positions, HALTED stops."""
+
+    ACTIVE = "active"
+    REDUCING = "reducing"
+    HALTED = "halted"
+
+    @property
+    def level(self) -> int:
+        """0, 1, 2: the breaker only moves up on its own; a manual reset brings it down."""
+        return _BREAKER_LEVEL[self]
+
+
+_BREAKER_LEVEL = {BreakerState.ACTIVE: 0, BreakerState.REDUCING: 1, BreakerState.HALTED: 2}
+
+
 class Liquidity(StrEnum):
     MAKER = "maker"
     TAKER = "taker"

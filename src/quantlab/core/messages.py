@@ -19,6 +19,7 @@ import polars as pl
 
 from quantlab.core.enums import (
     Aggressor,
+    BreakerState,
     EventType,
     Liquidity,
     OrderStatus,
@@ -202,14 +203,11 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     timestamp: dt.datetime
 
     def __post_init__(self) -> None:
-        if not (self.quantity.is_finite() and self.quantity > 0):
-            raise ValidationError(
-                f"order quantity must be > 0, got {self.quantity} for {self.symbol}"
-            )
+        # Quantity and price are *not* range-checked here: an order intent with a NaN, zero
+        # or negative quantity or price must reach the risk manager, which denies it with a
+        # reason (`risk.limits.check_order`). Nothing downstream of risk sees such an order.
         if self.order_type is OrderType.LIMIT and self.price is None:
             raise ValidationError(f"a limit order needs a price ({self.client_order_id})")
-        if self.price is not None and not (self.price.is_finite() and self.price > 0):
-            raise ValidationError(f"order price must be > 0, got {self.price} for {self.symbol}")
         _require_aware("order timestamp", self.timestamp)
 
 
@@ -295,6 +293,19 @@ class PositionUpdate(msgspec.Struct, frozen=True, kw_only=True, tag=True):
         _require_aware("position timestamp", self.timestamp)
 
 
+class BreakerEvent(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The risk circuit breaker changed state (published on ``risk.breaker``)."""
+
+    state: BreakerState
+    previous: BreakerState
+    trigger: str  # drawdown | window_loss | error_rate | kill_switch | reconciliation | reset
+    reason: str
+    timestamp: dt.datetime
+
+    def __post_init__(self) -> None:
+        _require_aware("breaker event timestamp", self.timestamp)
+
+
 # Messages that may travel as JSON between processes, decodable from one tagged union.
 WireMessage = (
     Quote
@@ -309,6 +320,7 @@ WireMessage = (
     | Fill
     | PositionUpdate
     | DataGap
+    | BreakerEvent
 )
 
 _json_decoder = msgspec.json.Decoder(WireMessage)

@@ -2,7 +2,17 @@
 
 from quantlab.execution.builder import OrderBuilder, limit_price
 from quantlab.execution.engine import ExecutionEngine
-from quantlab.execution.ports import OrderRecord, OrderStore, Venue, VenueListener, VenueReport
+from quantlab.execution.ports import (
+    OrderRecord,
+    OrderStore,
+    Venue,
+    VenueError,
+    VenueListener,
+    VenueOrderState,
+    VenueRejectedError,
+    VenueReport,
+    VenueUnknownError,
+)
 from quantlab.execution.router import Router
 from quantlab.execution.tracker import TRANSITIONS, OrderTracker, check_transition
 
@@ -15,8 +25,12 @@ __all__ = [
     "OrderTracker",
     "Router",
     "Venue",
+    "VenueError",
     "VenueListener",
+    "VenueOrderState",
+    "VenueRejectedError",
     "VenueReport",
+    "VenueUnknownError",
     "check_transition",
     "limit_price",
 ]
