@@ -31,6 +31,7 @@ ORDER_EVENTS: Final = frozenset(
         "rejected",
         "canceled",
         "expired",
+        "unknown",  # a submission's outcome is unknown until the venue is queried
         "filled",  # a `Fill` (partial or complete)
     }
 )

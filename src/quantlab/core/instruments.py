@@ -78,3 +78,13 @@ class InstrumentBook:
             found = Instrument.from_symbol(symbol, self.default_tick, self.default_lot)
             self._known[symbol] = found
         return found
+
+    def get(self, symbol: str) -> Instrument | None:
+        """The instrument, or None when none is configured and the symbol's shape tells none."""
+        try:
+            return self[symbol]
+        except ValidationError:
+            return None
+
+    def __contains__(self, symbol: object) -> bool:
+        return isinstance(symbol, str) and self.get(symbol) is not None

@@ -1,9 +1,10 @@
 """`OrderBuilder`: signals in, order intents out on ``orders.new``.
 
-Sizing targets a position: a BUY signal aims at ``+order_notional / mid`` of the base asset, a
-SELL at the negative, and the order is the difference from what is held and already on its
-way. The limit price is the far touch (``mid + spread/2`` for buys, ``mid - spread/2`` for
-sells), rounded to the tick away from the touch, so the order is marketable when sent.
+Sizing targets a position: a BUY signal aims at ``+notional / mid`` of the base asset, a SELL
+at the negative, where the notional comes from the `Sizer` (fractional Kelly by default,
+`sizing.KellySizer`); the order is the difference from what is held and already on its way.
+The limit price is the far touch (``mid + spread/2`` for buys, ``mid - spread/2`` for sells),
+rounded to the tick away from the touch, so the order is marketable when sent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from quantlab.core.errors import BusError
 from quantlab.core.exposure import ExposureBook
 from quantlab.core.instruments import InstrumentBook, to_decimal
 from quantlab.core.messages import Fill, Order, OrderDenied, OrderEvent, Signal
+from quantlab.execution.sizing import FixedNotional, Sizer
 
 _CLOSING_EVENTS = ("denied", "rejected", "canceled", "expired")
 
@@ -38,11 +40,14 @@ class OrderBuilder:
         self,
         instruments: InstrumentBook,
         *,
-        order_notional: Decimal,
+        order_notional: Decimal | None = None,
+        sizer: Sizer | None = None,
         time_in_force: TimeInForce = TimeInForce.IOC,
     ) -> None:
+        if (order_notional is None) == (sizer is None):
+            raise ValueError("give the order builder either order_notional or a sizer")
         self.instruments = instruments
-        self.order_notional = order_notional
+        self.sizer: Sizer = sizer or FixedNotional(order_notional or Decimal(0))
         self.time_in_force = time_in_force
         self.book = ExposureBook()
         self._bus: Bus | None = None
@@ -64,9 +69,16 @@ class OrderBuilder:
         if not signal.mid > 0:
             self.skipped["no_price"] += 1
             return None
-        inst = self.instruments[signal.symbol]
+        inst = self.instruments.get(signal.symbol)
+        if inst is None:
+            self.skipped["unknown_symbol"] += 1
+            return None
+        notional = self.sizer.notional(signal)
+        if notional <= 0:
+            self.skipped["no_edge"] += 1
+            return None
         mid = to_decimal(signal.mid)
-        target = signal.side.sign * self.order_notional / mid
+        target = signal.side.sign * notional / mid
         delta = target - self.book.exposure(signal.symbol)
         if delta * signal.side.sign <= 0:
             self.skipped["at_target"] += 1
@@ -106,7 +118,8 @@ class OrderBuilder:
 
     async def _on_fill(self, envelope: Envelope) -> None:
         fill: Fill = envelope.payload
-        self.book.apply_fill(fill)
+        if self.book.apply_fill(fill):
+            self.sizer.on_fill(fill)
 
     async def _on_closed(self, envelope: Envelope) -> None:
         msg: OrderDenied | OrderEvent = envelope.payload

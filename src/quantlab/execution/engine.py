@@ -1,22 +1,53 @@
-"""`ExecutionEngine`: approved orders to venues, venue reports to the tracker and the bus."""
+"""`ExecutionEngine`: approved orders to venues, venue reports to the tracker and the bus.
+
+The order path, and what a crash at each step leaves behind (`faults` names the points):
+
+1. the intent is committed to SQL as PENDING_SUBMIT (`intent_committed`);
+2. the venue is called; its answer (`venue_acked`) is committed as SUBMITTED or the venue's
+   own report (ACCEPTED, a fill) (`status_committed`), then published on ``orders.*``;
+3. a definite refusal (`VenueRejectedError`) is REJECTED; anything else that fails (timeout,
+   5xx, a dropped connection) is UNKNOWN: the order may be at the venue. An UNKNOWN order is
+   never resubmitted: the resolver queries the venue until it answers, and only believes an
+   order absent once the venue has not known it for `not_found_grace_s`;
+4. fills (`fill_received`) are committed, deduplicated on (venue, trade_id) (`fill_committed`),
+   then published on ``orders.filled``.
+
+On start the engine reconciles SQL with every venue (`reconcile.Reconciler`) before it takes
+a new order; venues that do not push their reports are polled every `poll_interval_s`. A
+HALTED breaker (``risk.breaker``) cancels every open order.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
 from quantlab.bus.idempotent import IdempotentConsumer
-from quantlab.core.enums import OrderStatus
+from quantlab.core.clock import Clock
+from quantlab.core.enums import BreakerState, OrderStatus
 from quantlab.core.errors import BusError
-from quantlab.core.messages import Fill, Order, OrderEvent
-from quantlab.execution.ports import VenueReport
+from quantlab.core.messages import BreakerEvent, Fill, Order, OrderEvent
+from quantlab.execution.faults import crash_point
+from quantlab.execution.ports import (
+    Venue,
+    VenueOrderState,
+    VenueRejectedError,
+    VenueReport,
+)
+from quantlab.execution.reconcile import Reconciler, ReconcileReport
 from quantlab.execution.router import Router
 from quantlab.execution.tracker import OrderTracker
 
 log = logging.getLogger(__name__)
+
+Halt = Callable[[str, str], Awaitable[None]]  # (trigger, reason): halt trading
 
 _EVENT_TOPIC = {
     OrderStatus.SUBMITTED: "submitted",
@@ -24,72 +55,149 @@ _EVENT_TOPIC = {
     OrderStatus.REJECTED: "rejected",
     OrderStatus.CANCELED: "canceled",
     OrderStatus.EXPIRED: "expired",
+    OrderStatus.UNKNOWN: "unknown",
 }
+_UNSETTLED = (OrderStatus.UNKNOWN,)
 
 
 class ExecutionEngine:
+    """Routes approved orders, tracks them to a terminal state, and reconciles on start.
+
+    Parameters
+    ----------
+    router, tracker
+        Where orders go; the state machine over the order store.
+    clock
+        Stamps the events the engine makes itself (SUBMITTED, UNKNOWN, a resolution).
+    not_found_grace_s
+        How long a venue may answer "no such order" for an order whose submission outcome is
+        unknown before the engine believes the order never arrived (REJECTED, "not at venue").
+    resolve_every_s
+        How often UNKNOWN orders are queried.
+    reconcile
+        Reconcile with the venues on start (off for a backtest: its venue starts empty).
+    fills_lookback_s
+        How far back reconciliation fetches the venues' fills.
+    halt
+        Called as ``halt(trigger, reason)`` when reconciliation finds positions that disagree:
+        the risk breaker halts trading until a person resolves it.
+    """
+
     name = "execution"
 
-    def __init__(self, router: Router, tracker: OrderTracker) -> None:
+    def __init__(
+        self,
+        router: Router,
+        tracker: OrderTracker,
+        *,
+        clock: Clock | None = None,
+        not_found_grace_s: float = 10.0,
+        resolve_every_s: float = 1.0,
+        reconcile: bool = False,
+        fills_lookback_s: float = 7 * 86_400.0,
+        halt: Halt | None = None,
+    ) -> None:
         self.router = router
         self.tracker = tracker
+        self.clock = clock
+        self.not_found_grace_s = not_found_grace_s
+        self.resolve_every_s = resolve_every_s
+        self.reconcile_on_start = reconcile
+        self.fills_lookback_s = fills_lookback_s
+        self.halt = halt
         self._bus: Bus | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unknown_since: dict[str, float] = {}  # client_order_id -> monotonic time
         self.submitted = 0
         self.fills = 0
         self.events: Counter[str] = Counter()
         self.duplicate_intents = 0
+        self.venue_errors: Counter[str] = Counter()
+        self.resolved: Counter[str] = Counter()
+        self.canceled_on_halt = 0
+        self.reconciliation: ReconcileReport | None = None
 
+    # -- lifecycle -------------------------------------------------------------------------
     async def start(self, bus: Bus) -> None:
         self._bus = bus
         self.tracker.recover()
         for venue in self.router.venues.values():
-            venue.set_listener(self._on_report)
+            venue.set_listener(self.on_report)
+        for live in self.tracker.open_orders():
+            if live.status in (OrderStatus.UNKNOWN, OrderStatus.PENDING_SUBMIT):
+                self._unknown_since[live.order.client_order_id] = time.monotonic()
+        if self.reconcile_on_start:
+            self.reconciliation = await Reconciler(self).run()
         bus.consume(
             topics.orders("approved"), IdempotentConsumer(self._on_approved), name=self.name
         )
+        bus.consume(topics.risk("breaker"), self._on_breaker, name=f"{self.name}.breaker")
+        loop = asyncio.get_running_loop()
+        for venue in self.router.venues.values():
+            if venue.poll_interval_s > 0:
+                task = loop.create_task(self._poll_loop(venue), name=f"poll.{venue.name}")
+                self._tasks.append(task)
+        if self.resolve_every_s > 0:
+            self._tasks.append(loop.create_task(self._resolve_loop(), name="resolve-unknown"))
 
     async def stop(self) -> None:
-        return None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        # One last look at the venues: reports that arrived since the last poll are not lost.
+        for venue in self.router.venues.values():
+            if venue.poll_interval_s > 0:
+                await self._poll_once(venue)
 
+    # -- the order path --------------------------------------------------------------------
     async def _on_approved(self, envelope: Envelope) -> None:
-        order: Order = envelope.payload
+        await self.submit(envelope.payload)
+
+    async def submit(self, order: Order) -> None:
+        """Commit the intent, send it, and record what the venue said (see the module doc)."""
         venue = self.router.venue_for(order.symbol)
         if not self.tracker.record_intent(order, venue.name):
             self.duplicate_intents += 1
             return
+        crash_point("intent_committed")
+        coid = order.client_order_id
         try:
             await venue.submit(order)
+        except VenueRejectedError as exc:
+            self.venue_errors["rejected"] += 1
+            await self.on_report(self._event(order, venue, OrderStatus.REJECTED, str(exc)))
+            return
         except Exception as exc:
             # The order may or may not have reached the venue: UNKNOWN until a query says.
-            log.error("submit of %s to %s failed: %s", order.client_order_id, venue.name, exc)
-            self.tracker.transition(
-                order.client_order_id, OrderStatus.UNKNOWN, order.timestamp, f"submit: {exc}"
-            )
+            self.venue_errors["unknown"] += 1
+            log.error("submit of %s to %s failed: %s", coid, venue.name, exc)
+            await self.mark_unknown(order, venue, f"submit: {type(exc).__name__}: {exc}")
             return
+        crash_point("venue_acked")
         self.submitted += 1
-        if self.tracker.status(order.client_order_id) is OrderStatus.PENDING_SUBMIT:
-            await self._on_report(
-                OrderEvent(
-                    order_id=order.order_id,
-                    client_order_id=order.client_order_id,
-                    symbol=order.symbol,
-                    status=OrderStatus.SUBMITTED,
-                    venue=venue.name,
-                    timestamp=order.timestamp,
-                )
-            )
+        if self.tracker.status(coid) is OrderStatus.PENDING_SUBMIT:
+            await self.on_report(self._event(order, venue, OrderStatus.SUBMITTED))
 
-    async def _on_report(self, report: VenueReport) -> None:
+    async def on_report(self, report: VenueReport) -> None:
         if self._bus is None:
             raise BusError("ExecutionEngine got a venue report before start()")
         if isinstance(report, Fill):
+            crash_point("fill_received")
             if self.tracker.on_fill(report) is not None:
+                crash_point("fill_committed")
+                self._unknown_since.pop(report.client_order_id, None)
                 self.fills += 1
                 await self._bus.publish(topics.orders("filled"), report, msg_id=str(report.fill_id))
             return
         if self.tracker.transition(
             report.client_order_id, report.status, report.timestamp, report.reason
         ):
+            crash_point("status_committed")
+            if report.status is not OrderStatus.UNKNOWN:
+                self._unknown_since.pop(report.client_order_id, None)
             event = _EVENT_TOPIC.get(report.status)
             if event is not None:
                 self.events[event] += 1
@@ -99,6 +207,122 @@ class ExecutionEngine:
                     msg_id=f"{report.client_order_id}:{report.status.value}",
                 )
 
+    async def apply_state(self, state: VenueOrderState, venue: Venue) -> None:
+        """Bring the tracker to what the venue says about an order (fills first)."""
+        for fill in state.fills:
+            await self.on_report(fill)
+        live = self.tracker.live(state.client_order_id)
+        if live is None:
+            return
+        status = state.status
+        if status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+            # The fills themselves move the order (a poll delivers those not listed here);
+            # until then the venue has it: ACCEPTED.
+            status = OrderStatus.ACCEPTED
+        # A partly filled order only moves on to a terminal state.
+        partial = live.status is OrderStatus.PARTIALLY_FILLED
+        if status is not live.status and (status.is_terminal or not partial):
+            await self.on_report(self._event(live.order, venue, status, state.reason))
+
+    # -- unknown outcomes ------------------------------------------------------------------
+    async def mark_unknown(self, order: Order, venue: Venue, reason: str) -> None:
+        """The order may be at the venue or not: UNKNOWN until a query settles it."""
+        self._unknown_since.setdefault(order.client_order_id, time.monotonic())
+        if self.tracker.status(order.client_order_id) is not OrderStatus.UNKNOWN:
+            await self.on_report(self._event(order, venue, OrderStatus.UNKNOWN, reason))
+
+    async def resolve_unknown(self) -> int:
+        """Query the venue about every order whose outcome is unknown; returns how many
+        were settled (found, or absent for longer than the grace period)."""
+        settled = 0
+        now = time.monotonic()
+        for live in self.tracker.open_orders():
+            if live.status not in _UNSETTLED:
+                continue
+            coid = live.order.client_order_id
+            venue = self.router.venues.get(live.venue)
+            if venue is None:
+                continue
+            try:
+                state = await venue.query_order(coid)
+            except Exception as exc:
+                self.venue_errors["query"] += 1
+                log.warning("query of %s at %s failed: %s", coid, venue.name, exc)
+                continue
+            if state is not None:
+                await self.apply_state(state, venue)
+                self.resolved["found"] += 1
+                settled += 1
+                continue
+            since = self._unknown_since.setdefault(coid, now)
+            if now - since >= self.not_found_grace_s:
+                reason = (
+                    f"not at venue {venue.name} {now - since:.1f}s after an unknown "
+                    "submission outcome; never resubmitted"
+                )
+                await self.on_report(self._event(live.order, venue, OrderStatus.REJECTED, reason))
+                self.resolved["absent"] += 1
+                settled += 1
+        return settled
+
+    async def _resolve_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resolve_every_s)
+            try:
+                await self.resolve_unknown()
+            except Exception:  # a long-running loop never dies of one bad answer
+                log.exception("resolving unknown orders failed")
+
+    # -- polling venues --------------------------------------------------------------------
+    async def _poll_once(self, venue: Venue) -> None:
+        try:
+            await venue.poll()
+        except Exception as exc:
+            self.venue_errors["poll"] += 1
+            log.warning("poll of %s failed: %s", venue.name, exc)
+
+    async def _poll_loop(self, venue: Venue) -> None:
+        while True:
+            await asyncio.sleep(venue.poll_interval_s)
+            await self._poll_once(venue)
+
+    # -- the breaker -----------------------------------------------------------------------
+    async def _on_breaker(self, envelope: Envelope) -> None:
+        event: BreakerEvent = envelope.payload
+        if event.state is BreakerState.HALTED:
+            await self.cancel_all(f"breaker halted: {event.reason}")
+
+    async def cancel_all(self, reason: str) -> int:
+        """Ask every venue to cancel every open order; returns how many were asked."""
+        asked = 0
+        for live in self.tracker.open_orders():
+            venue = self.router.venues.get(live.venue)
+            if venue is None or live.status is OrderStatus.PENDING_SUBMIT:
+                continue
+            try:
+                await venue.cancel(live.order.client_order_id)
+                asked += 1
+            except Exception as exc:
+                self.venue_errors["cancel"] += 1
+                log.error("cancel of %s (%s) failed: %s", live.order.client_order_id, reason, exc)
+        self.canceled_on_halt += asked
+        return asked
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _event(
+        self, order: Order, venue: Venue, status: OrderStatus, reason: str = ""
+    ) -> OrderEvent:
+        at = self.clock.now() if self.clock is not None else order.timestamp
+        return OrderEvent(
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            status=status,
+            venue=venue.name,
+            timestamp=max(at, order.timestamp),
+            reason=reason,
+        )
+
     def stats(self) -> dict[str, Any]:
         return {
             "submitted": self.submitted,
@@ -106,5 +330,12 @@ class ExecutionEngine:
             "events": dict(self.events),
             "duplicate_intents": self.duplicate_intents,
             "duplicate_fills": self.tracker.duplicate_fills,
+            "overfills": self.tracker.overfills,
             "invalid_transitions": dict(self.tracker.invalid_transitions),
+            "venue_errors": dict(self.venue_errors),
+            "resolved": dict(self.resolved),
+            "canceled_on_halt": self.canceled_on_halt,
+            "reconciliation": (
+                None if self.reconciliation is None else self.reconciliation.summary()
+            ),
         }

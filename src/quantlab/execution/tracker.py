@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections import Counter
 from decimal import Decimal
+from typing import NamedTuple
 
 from quantlab.core.enums import OrderStatus as S
 from quantlab.core.errors import OrderError
@@ -42,10 +43,19 @@ def check_transition(current: S, new: S, client_order_id: str) -> None:
 
 
 class _Live:
-    __slots__ = ("filled", "order", "status")
+    __slots__ = ("filled", "order", "status", "venue")
 
-    def __init__(self, order: Order, status: S) -> None:
-        self.order, self.status, self.filled = order, status, Decimal(0)
+    def __init__(self, order: Order, status: S, venue: str = "") -> None:
+        self.order, self.status, self.filled, self.venue = order, status, Decimal(0), venue
+
+
+class LiveOrder(NamedTuple):
+    """An order the tracker holds open: what it is, where it went, how far it got."""
+
+    order: Order
+    status: S
+    venue: str
+    filled: Decimal
 
 
 class OrderTracker:
@@ -56,6 +66,7 @@ class OrderTracker:
         self.duplicate_fills = 0
         self.overfills = 0
         self.status_reports_ignored = 0
+        self.late_fills = 0
 
     def recover(self) -> int:
         """Load the store's open orders (after a restart), so that their fills land.
@@ -63,7 +74,7 @@ class OrderTracker:
         Returns how many orders are live again.
         """
         for record in self.store.open_orders():
-            live = _Live(record.order, record.status)
+            live = _Live(record.order, record.status, record.venue)
             live.filled = record.filled_quantity
             self._live[record.order.client_order_id] = live
         return len(self._live)
@@ -81,8 +92,22 @@ class OrderTracker:
             order, venue, S.PENDING_SUBMIT
         ):
             return False
-        self._live[order.client_order_id] = _Live(order, S.PENDING_SUBMIT)
+        self._live[order.client_order_id] = _Live(order, S.PENDING_SUBMIT, venue)
         return True
+
+    def live(self, client_order_id: str) -> LiveOrder | None:
+        found = self._live.get(client_order_id)
+        if found is None:
+            return None
+        return LiveOrder(found.order, found.status, found.venue, found.filled)
+
+    def open_orders(self, venue: str | None = None) -> list[LiveOrder]:
+        """The orders not yet in a terminal state (optionally of one venue), oldest first."""
+        return [
+            LiveOrder(x.order, x.status, x.venue, x.filled)
+            for x in self._live.values()
+            if venue is None or x.venue == venue
+        ]
 
     def transition(self, client_order_id: str, new: S, at: dt.datetime, reason: str = "") -> bool:
         """Apply a status change; False (counted) if it is not allowed from the current one."""
@@ -113,8 +138,7 @@ class OrderTracker:
         """Book a fill; the order's new status, or None for a duplicate fill or an overfill."""
         live = self._live.get(fill.client_order_id)
         if live is None:
-            self.invalid_transitions["fill_for_closed_order"] += 1
-            return None
+            return self._late_fill(fill)
         total = live.filled + fill.quantity
         if total > live.order.quantity:
             self.overfills += 1
@@ -139,3 +163,29 @@ class OrderTracker:
         if new.is_terminal:
             del self._live[fill.client_order_id]
         return new
+
+    def _late_fill(self, fill: Fill) -> S | None:
+        """A fill for an order that is no longer open here.
+
+        Either a repeat (dropped on (venue, trade_id)), or a real execution that raced a
+        cancel or an expiry (the venue traded before it closed the order): that one is
+        committed, the order keeps its terminal status, and nothing is lost.
+        """
+        record = self.store.get(fill.client_order_id)
+        if record is None:
+            self.invalid_transitions["fill_for_unknown_order"] += 1
+            return None
+        if self.store.has_fill(fill.venue, fill.trade_id):
+            self.duplicate_fills += 1
+            return None
+        if record.filled_quantity + fill.quantity > record.order.quantity:
+            self.overfills += 1
+            log.error(
+                "overfill refused: closed order %s, fill %s", fill.client_order_id, fill.trade_id
+            )
+            return None
+        if not self.store.record_fill(fill, record.status):
+            self.duplicate_fills += 1
+            return None
+        self.late_fills += 1
+        return record.status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -9,8 +10,8 @@ import pytest
 from quantlab.adapters.sim.paper import PaperVenue
 from quantlab.core.errors import OrderError
 from quantlab.core.instruments import InstrumentBook
-from quantlab.core.messages import Order
-from quantlab.execution.ports import Venue, VenueListener
+from quantlab.core.messages import Fill, Order
+from quantlab.execution.ports import Venue, VenueListener, VenueOrderState
 from quantlab.execution.router import Router
 
 
@@ -21,6 +22,8 @@ class RecordingVenue:
         self.name = name
         self.sent: list[Order] = []
         self.listener: VenueListener | None = None
+        self.paper = True
+        self.poll_interval_s = 0.0
 
     def set_listener(self, listener: VenueListener) -> None:
         self.listener = listener
@@ -29,6 +32,21 @@ class RecordingVenue:
         self.sent.append(order)
 
     async def cancel(self, client_order_id: str) -> None:
+        return None
+
+    async def query_order(self, client_order_id: str) -> VenueOrderState | None:
+        return None
+
+    async def open_orders(self) -> list[VenueOrderState]:
+        return []
+
+    async def fills_since(self, since: dt.datetime) -> list[Fill]:
+        return []
+
+    async def positions(self) -> dict[str, Decimal] | None:
+        return None
+
+    async def poll(self) -> None:
         return None
 
 

@@ -68,7 +68,8 @@ class MemoryOrderStore:
             return False
         self.trades.add((fill.venue, fill.trade_id))
         self.fills.append(fill)
-        self.changes.append((fill.client_order_id, record.status, status))
+        if status is not record.status:
+            self.changes.append((fill.client_order_id, record.status, status))
         self.records[fill.client_order_id] = msgspec.structs.replace(
             record,
             status=status,
@@ -76,6 +77,16 @@ class MemoryOrderStore:
             updated_at=fill.timestamp,
         )
         return True
+
+    def has_fill(self, venue: str, trade_id: str) -> bool:
+        return (venue, trade_id) in self.trades
+
+    def net_positions(self, venue: str) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for f in self.fills:
+            if self.records[f.client_order_id].venue == venue:
+                out[f.symbol] = out.get(f.symbol, Decimal(0)) + f.quantity * f.side.sign
+        return out
 
     def get(self, client_order_id: str) -> OrderRecord | None:
         return self.records.get(client_order_id)
@@ -155,6 +166,7 @@ class TrackerMachine(RuleBasedStateMachine):
         self.invalid: Counter[str] = Counter()
         self.duplicates = 0
         self.overfills = 0
+        self.late = 0
 
     @rule(target=orders, quarters=st.integers(1, 12))
     def new_order(self, quarters: int) -> str:
@@ -201,9 +213,19 @@ class TrackerMachine(RuleBasedStateMachine):
         total = filled + quantity
         new = S.FILLED if total == order.quantity else S.PARTIALLY_FILLED
         if current.is_terminal:
-            expected = None
-            self.invalid["fill_for_closed_order"] += 1
-        elif total > order.quantity:
+            # A fill after the order closed: a repeat, an overfill, or a real execution that
+            # raced the cancel or expiry, which is kept (the status stays terminal).
+            if (venue, f"t{trade}") in self.trades:
+                expected, self.duplicates = None, self.duplicates + 1
+            elif total > order.quantity:
+                expected, self.overfills = None, self.overfills + 1
+            else:
+                expected, self.late = current, self.late + 1
+                self.trades.add((venue, f"t{trade}"))
+                self.filled[coid] = total
+            assert result is expected
+            return
+        if total > order.quantity:
             expected = None
             self.overfills += 1
         elif new not in TRANSITIONS[current]:
@@ -249,10 +271,14 @@ class TrackerMachine(RuleBasedStateMachine):
 
     @invariant()
     def terminal_states_never_change(self) -> None:
+        # The status of a closed order is final; its filled quantity only grows, by fills
+        # that raced its cancel or expiry (never past the order's quantity).
         for coid, record in self.store.records.items():
             if coid in self.frozen:
-                assert (record.status, record.filled_quantity) == self.frozen[coid]
-            elif record.status.is_terminal:
+                status, filled = self.frozen[coid]
+                assert record.status is status
+                assert record.filled_quantity >= filled
+            if record.status.is_terminal:
                 self.frozen[coid] = (record.status, record.filled_quantity)
 
     @invariant()
@@ -265,6 +291,7 @@ class TrackerMachine(RuleBasedStateMachine):
         assert self.tracker.invalid_transitions == self.invalid
         assert self.tracker.duplicate_fills == self.duplicates
         assert self.tracker.overfills == self.overfills
+        assert self.tracker.late_fills == self.late
 
 
 TrackerMachine.TestCase.settings = settings(DETERMINISTIC, max_examples=100, stateful_step_count=50)

@@ -19,7 +19,7 @@ from quantlab.core.enums import Liquidity, OrderStatus, OrderType, Side, TimeInF
 from quantlab.core.errors import StorageError
 from quantlab.core.messages import Fill, Order
 from quantlab.execution.ports import OrderStore
-from quantlab.storage.sql.engine import alembic_config, make_engine, upgrade
+from quantlab.storage.sql.engine import alembic_config, claim_trading_mode, make_engine, upgrade
 from quantlab.storage.sql.store import SqlOrderStore
 
 T0 = dt.datetime(2018, 1, 10, 4, 55, 0, 123456, tzinfo=dt.UTC)
@@ -411,3 +411,13 @@ def test_frames_of_an_empty_store_have_the_schema(store: SqlOrderStore) -> None:
     assert store.orders_frame().is_empty()
     assert store.fills_frame().is_empty()
     assert store.fills_frame().schema["timestamp"] == pl.Datetime("us", "UTC")
+
+
+def test_a_database_serves_paper_or_live_trading_never_both(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'book.db'}")
+    upgrade(engine)
+    claim_trading_mode(engine, "paper")
+    claim_trading_mode(engine, "paper")  # the same mode again: fine
+    with pytest.raises(StorageError, match=r"holds the orders of paper trading; a live run"):
+        claim_trading_mode(engine, "live")
+    engine.dispose()

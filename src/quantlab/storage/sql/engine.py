@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
 
 from quantlab.core.errors import StorageError
 
@@ -58,3 +58,30 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def claim_trading_mode(engine: Engine, mode: str) -> None:
+    """Mark the database as the order book of a `mode` ("paper" or "live") run, or refuse.
+
+    A paper run and a live run never share a database: the first run to use one marks it,
+    and a run of the other mode fails here, before any order, naming both.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from quantlab.storage.sql.models import MetaRow
+
+    table = cast(Table, MetaRow.__table__)
+    insert = (sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert)(table)
+    with engine.begin() as conn:
+        conn.execute(
+            insert.values(key="trading_mode", value=mode).on_conflict_do_nothing()
+        )
+        found = conn.execute(
+            select(table.c.value).where(table.c.key == "trading_mode")
+        ).scalar_one()
+    if found != mode:
+        raise StorageError(
+            f"database {engine.url.render_as_string(hide_password=True)} holds the orders of "
+            f"{found} trading; a {mode} run must use its own database"
+        )

@@ -78,3 +78,12 @@ class FillRow(Base):
     trade_id: Mapped[str] = mapped_column(String(64))
 
     order: Mapped[OrderRow] = relationship(back_populates="fills")
+
+
+class MetaRow(Base):
+    """Facts about the database itself, e.g. ``trading_mode`` = paper | live."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))

@@ -11,7 +11,7 @@ import polars as pl
 from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.orm import sessionmaker
 
-from quantlab.core.enums import OrderStatus
+from quantlab.core.enums import OrderStatus, Side
 from quantlab.core.errors import StorageError
 from quantlab.core.messages import Fill, Order
 from quantlab.execution.ports import OrderRecord
@@ -170,6 +170,25 @@ class SqlOrderStore:
                 },
             )
         return True
+
+    def has_fill(self, venue: str, trade_id: str) -> bool:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(_FILLS.c.id).where(_FILLS.c.venue == venue, _FILLS.c.trade_id == trade_id)
+            ).first()
+        return found is not None
+
+    def net_positions(self, venue: str) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_ORDERS.c.symbol, _ORDERS.c.side, _FILLS.c.quantity)
+                .join(_ORDERS, _FILLS.c.order_id == _ORDERS.c.id)
+                .where(_ORDERS.c.venue == venue)
+            ).all()
+        for symbol, side, quantity in rows:
+            out[symbol] = out.get(symbol, Decimal(0)) + quantity * Side(side).sign
+        return out
 
     def get(self, client_order_id: str) -> OrderRecord | None:
         with self._session() as session:

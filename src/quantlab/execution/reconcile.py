@@ -1,0 +1,135 @@
+"""Reconciliation at start: the order store of record against what each venue says.
+
+Run before the engine takes a new order. For every venue:
+
+1. Each order SQL holds open (PENDING_SUBMIT, SUBMITTED, ACCEPTED, PARTIALLY_FILLED, UNKNOWN)
+   is looked up by ``client_order_id``, in the venue's open orders or by a query.
+
+   * found: **adopted**, the tracker moves to the venue's state (a canceled or expired order
+     is **closed**);
+   * not found: its outcome is unknown (the engine may have died with the request in
+     flight, and "not found" shortly after a submission does not mean lost). It becomes
+     UNKNOWN and is **never resubmitted**; the engine's resolver keeps asking and only calls it
+     absent after the grace period.
+
+2. Open orders at the venue that SQL does not hold are **flagged** (orphans), never touched:
+   they are someone else's, or ours from another database.
+3. The venue's recent fills are fed through the tracker: those SQL lacks are committed and
+   published (no lost fill); those it has are dropped on (venue, trade_id) (no double fill).
+4. Where the venue keeps positions, they are compared with the net of SQL's fills; any
+   difference **halts trading** (the risk breaker) until a person resolves it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from quantlab.execution.engine import ExecutionEngine
+
+log = logging.getLogger(__name__)
+
+
+class ReconcileReport(msgspec.Struct, kw_only=True):
+    adopted: list[str] = msgspec.field(default_factory=list)
+    closed: list[str] = msgspec.field(default_factory=list)
+    unknown: list[str] = msgspec.field(default_factory=list)
+    orphans: list[str] = msgspec.field(default_factory=list)
+    fills_recovered: int = 0
+    fills_known: int = 0
+    fills_unmatched: list[str] = msgspec.field(default_factory=list)
+    position_mismatches: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    errors: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing flagged: no orphan, no unmatched fill, no mismatch, no venue error."""
+        return not (self.orphans or self.fills_unmatched or self.position_mismatches or self.errors)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "adopted": len(self.adopted),
+            "closed": len(self.closed),
+            "unknown": len(self.unknown),
+            "orphans": len(self.orphans),
+            "fills_recovered": self.fills_recovered,
+            "fills_known": self.fills_known,
+            "fills_unmatched": len(self.fills_unmatched),
+            "position_mismatches": self.position_mismatches,
+            "errors": self.errors,
+        }
+
+
+class Reconciler:
+    def __init__(self, engine: ExecutionEngine) -> None:
+        self.engine = engine
+        self.tracker = engine.tracker
+
+    async def run(self) -> ReconcileReport:
+        report = ReconcileReport()
+        for venue in self.engine.router.venues.values():
+            try:
+                await self._venue(venue, report)
+            except Exception as exc:  # a venue that cannot answer leaves its orders as they are
+                log.error("reconciliation with %s failed: %s", venue.name, exc)
+                report.errors.append(f"{venue.name}: {type(exc).__name__}: {exc}")
+        if report.position_mismatches and self.engine.halt is not None:
+            detail = "; ".join(
+                f"{s}: ours {v['ours']} vs venue {v['venue']}"
+                for s, v in sorted(report.position_mismatches.items())
+            )
+            await self.engine.halt("reconciliation", f"position mismatch at start: {detail}")
+        if not report.clean:
+            log.warning("reconciliation flagged: %s", report.summary())
+        return report
+
+    async def _venue(self, venue: Any, report: ReconcileReport) -> None:
+        store = self.tracker.store
+        at_venue = {s.client_order_id: s for s in await venue.open_orders()}
+        for live in self.tracker.open_orders(venue.name):
+            coid = live.order.client_order_id
+            state = at_venue.pop(coid, None)
+            if state is None:
+                state = await venue.query_order(coid)
+            if state is not None:
+                await self.engine.apply_state(state, venue)
+                after = self.tracker.live(coid)
+                (report.adopted if after is not None else report.closed).append(coid)
+                continue
+            # Not at the venue (yet): the outcome is unknown. Never resubmit.
+            report.unknown.append(coid)
+            await self.engine.mark_unknown(
+                live.order, venue, "reconciliation: not found at the venue; outcome unknown"
+            )
+        for coid in at_venue:
+            if store.get(coid) is None:
+                report.orphans.append(coid)
+        since = _now(self.engine) - dt.timedelta(seconds=self.engine.fills_lookback_s)
+        for fill in await venue.fills_since(since):
+            if store.get(fill.client_order_id) is None:
+                report.fills_unmatched.append(fill.trade_id)
+                continue
+            before = self.engine.fills + self.tracker.late_fills
+            await self.engine.on_report(fill)
+            if self.engine.fills + self.tracker.late_fills > before:
+                report.fills_recovered += 1
+            else:
+                report.fills_known += 1
+        held = await venue.positions()
+        if held is not None:
+            ours = store.net_positions(venue.name)
+            for symbol in sorted(set(ours) | set(held)):
+                a, b = ours.get(symbol, Decimal(0)), held.get(symbol, Decimal(0))
+                if a != b:
+                    report.position_mismatches[symbol] = {"ours": str(a), "venue": str(b)}
+
+
+def _now(engine: ExecutionEngine) -> dt.datetime:
+    if engine.clock is not None:
+        return engine.clock.now()
+    return dt.datetime.now(dt.UTC)
