@@ -22,3 +22,12 @@ def _no_quantlab_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("QUANTLAB_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Live runs keep their order book and breaker state in `storage.state_dir`, which
+    outlives a run: each test gets its own (subprocesses inherit it through the env)."""
+    monkeypatch.setenv("QUANTLAB_STORAGE__STATE_DIR", str(tmp_path_factory.mktemp("state")))

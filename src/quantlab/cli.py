@@ -42,6 +42,10 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 data_app = typer.Typer(help="Import recorded data into the lake and list it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+risk_app = typer.Typer(
+    help="The risk circuit breaker: status, kill switch, manual reset.", no_args_is_help=True
+)
+app.add_typer(risk_app, name="risk")
 model_app = typer.Typer(
     help="Train signal models and list the model registry.", no_args_is_help=True
 )
@@ -189,6 +193,7 @@ def _print_summary(result: RunResult) -> None:
         ("signals", f"{s.signals:,}"),
         *_strategy_rows(s.strategy),
         ("orders", f"{s.orders:,} ({s.approved:,} approved, {sum(s.denied.values()):,} denied)"),
+        *_risk_rows(s.denied, s.risk, s.execution),
         ("fills", f"{s.fills:,}"),
     ]
     for ccy, pnl in s.pnl.items():
@@ -217,6 +222,37 @@ def _print_summary(result: RunResult) -> None:
     out.print(table)
 
 
+def _risk_rows(
+    denied: dict[str, int], risk: dict[str, Any], execution: dict[str, Any]
+) -> list[tuple[str, str]]:
+    rows = []
+    if denied:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(denied.items(), key=lambda x: -x[1]))
+        rows.append(("denied", reasons))
+    if risk:
+        breaker = risk["breaker"]
+        text = f"breaker {breaker['state']}"
+        if breaker["state"] != "active":
+            text += f" ({breaker['trigger']}: {breaker['reason']})"
+        var = risk["var"]
+        if var.get("ready"):
+            text += (
+                f"; VaR 95/99% hist {var['historical_95']:.4g}/{var['historical_99']:.4g}, "
+                f"param {var['parametric_95']:.4g}/{var['parametric_99']:.4g}"
+            )
+            if var["limit"] is not None:
+                text += f" (limit {var['limit']:g})"
+        rows.append(("risk", text))
+    if execution:
+        events = execution.get("events", {})
+        closed = ", ".join(f"{k} {v:,}" for k, v in sorted(events.items()) if k != "submitted")
+        text = closed or "no venue events"
+        dup = execution.get("duplicate_fills", 0) + execution.get("duplicate_intents", 0)
+        text += f"; duplicates dropped {dup:,}"
+        rows.append(("execution", text))
+    return rows
+
+
 @app.command()
 def live(
     config: ConfigOpt = None,
@@ -225,12 +261,21 @@ def live(
     ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="output folder of this run")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no status line")] = False,
+    live_trading: Annotated[
+        bool,
+        typer.Option(
+            "--live-trading",
+            help="trade REAL MONEY: every venue must be a live endpoint with live credentials "
+            "(default: paper trading; the two never share a database)",
+        ),
+    ] = False,
 ) -> None:
-    """Run the engine live on the wall clock (synthetic source by default) with the paper
-    venue until Ctrl-C or SIGTERM; then flush, settle, persist and print a summary."""
+    """Run the engine live on the wall clock (synthetic source by default) with the configured
+    venues (the paper venue by default) until Ctrl-C or SIGTERM; then flush, settle, persist
+    and print a summary. A restart reconciles with the venues before its first order."""
     settings = load_settings(config)
     _setup_logging(settings)
-    node = Node(settings, mode="live", run_dir=run_dir)
+    node = Node(settings, mode="live", run_dir=run_dir, trading="live" if live_trading else "paper")
     result = asyncio.run(_live(node, duration, quiet, settings.live.status_every_s))
     _print_summary(result)
 
@@ -427,6 +472,74 @@ def model_ls(
             f"{cv.get('accuracy', float('nan')):.3f}", f"{cv.get('ic', float('nan')):.3f}",
         )  # fmt: skip
     out.print(table)
+
+
+def _risk_state_file(config: Path | None, trading: str, state: Path | None) -> Path:
+    if state is not None:
+        return state
+    if trading not in ("paper", "live"):
+        raise typer.BadParameter(f"--trading must be 'paper' or 'live', got {trading!r}")
+    settings = load_settings(config)
+    return Node.risk_state_path(settings, trading)  # type: ignore[arg-type]
+
+
+TradingOpt = Annotated[str, typer.Option(help="whose breaker: the paper or the live-money runs'")]
+StateOpt = Annotated[
+    Path | None, typer.Option(help="the breaker's state file (default: from --trading)")
+]
+
+
+def _print_breaker(path: Path) -> None:
+    from quantlab.risk.statefile import read_state
+
+    record = read_state(path)
+    if record is None:
+        out.print(f"breaker [bold]active[/] (no state recorded yet at {path})")
+        return
+    colour = {"active": "green", "reducing": "yellow", "halted": "red"}[record.state.value]
+    out.print(
+        f"breaker [bold {colour}]{record.state.value}[/] since {record.timestamp:%Y-%m-%d %H:%M:%S}"
+        f" UTC ({record.trigger}: {escape(record.reason)}); file {path}"
+    )
+
+
+@risk_app.command("status")
+def risk_status(
+    config: ConfigOpt = None, trading: TradingOpt = "paper", state: StateOpt = None
+) -> None:
+    """Show the breaker's state."""
+    _print_breaker(_risk_state_file(config, trading, state))
+
+
+@risk_app.command("kill")
+def risk_kill(
+    reason: Annotated[str, typer.Option(help="why (kept in the state file and the event)")],
+    config: ConfigOpt = None,
+    trading: TradingOpt = "paper",
+    state: StateOpt = None,
+) -> None:
+    """The kill switch: HALT trading now. A running engine picks it up within a second,
+    cancels every open order and refuses new ones until `quantlab risk reset`."""
+    from quantlab.risk.statefile import kill
+
+    path = _risk_state_file(config, trading, state)
+    kill(path, reason)
+    _print_breaker(path)
+
+
+@risk_app.command("reset")
+def risk_reset(
+    reason: Annotated[str, typer.Option(help="why it is safe to trade again")],
+    config: ConfigOpt = None,
+    trading: TradingOpt = "paper",
+    state: StateOpt = None,
+) -> None:
+    """Manual reset: back to ACTIVE (the only way out of REDUCING or HALTED)."""
+    from quantlab.risk.statefile import reset
+
+    path = _risk_state_file(config, trading, state)
+    reset(path, reason)
+    _print_breaker(path)
 
 
 @config_app.command("show")

@@ -134,21 +134,106 @@ class ModelsConfig(_Section):
 
 
 class RiskConfig(_Section):
+    """Pre-trade limits, VaR and the circuit breaker (amounts in each symbol's quote currency)."""
+
     max_position_notional: Decimal = Field(
-        Decimal("1.0"), gt=0, description="per symbol, quote ccy"
+        Decimal("1.0"), gt=0, description="net position per symbol, incl. open orders"
+    )
+    max_gross_notional: Decimal | None = Field(
+        None, gt=0, description="long + short open exposure per symbol; unset: no limit"
     )
     max_order_notional: Decimal = Field(Decimal("2.0"), gt=0)
+    max_order_quantity: Decimal | None = Field(None, gt=0, description="unset: no limit")
+    collar_bps: float | None = Field(
+        500.0, gt=0, description="deny a limit price this far from the mid; unset: no collar"
+    )
+    stale_after_s: float | None = Field(
+        900.0, gt=0, description="deny orders on a symbol whose data is older than this"
+    )
+    orders_per_s: float | None = Field(
+        50.0,
+        gt=0,
+        description="order-rate throttle per strategy (live runs; a backtest checks a whole "
+        "batch at one simulated instant, so it runs without); unset: off",
+    )
+    burst: int = Field(20, ge=1, description="throttle: orders allowed at once")
+    var_method: Literal["historical", "parametric"] = "historical"
+    var_confidence: float = Field(0.99, gt=0.5, lt=1, description="of the enforced VaR")
+    var_limit: float | None = Field(
+        None, gt=0, description="deny orders that raise portfolio VaR above this; unset: report"
+    )
+    var_window: int = Field(500, ge=30, description="returns in the VaR window")
+    var_interval_s: float = Field(300.0, gt=0, description="return interval = VaR horizon")
+    max_drawdown_soft: float | None = Field(None, gt=0, description="drawdown -> REDUCING")
+    max_drawdown_hard: float | None = Field(None, gt=0, description="drawdown -> HALTED")
+    loss_window_s: float = Field(3600.0, gt=0)
+    max_window_loss_soft: float | None = Field(None, gt=0, description="loss in window -> REDUCING")
+    max_window_loss_hard: float | None = Field(None, gt=0, description="loss in window -> HALTED")
+    error_window_s: float = Field(60.0, gt=0)
+    max_errors: int | None = Field(
+        20, ge=1, description="rejections + throttled orders in the error window -> HALTED"
+    )
+    state_file: str | None = Field(
+        None,
+        description="breaker state; unset: <state_dir>/<paper|live>/breaker.json for live "
+        "runs, none for backtests",
+    )
+
+
+class VenueConfig(BaseModel):
+    """One venue of `[[execution.venues]]`: ``type`` picks the adapter, the rest is its
+    configuration (checked by the adapter's own config when the engine builds it)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Literal["paper", "alpaca", "ccxt"]
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,32}$")
 
 
 class ExecutionConfig(_Section):
-    venue: Literal["paper"] = "paper"
-    order_notional: Decimal = Field(Decimal("0.5"), gt=0, description="target position, quote ccy")
+    venue: str = Field("paper", description="the default venue: orders of unrouted symbols")
+    venues: list[VenueConfig] = Field(
+        default_factory=lambda: [VenueConfig(type="paper")],
+        description="the venues orders may go to (default: the paper venue)",
+    )
+    routes: dict[str, str] = Field(
+        default_factory=dict, description="symbol -> venue name; other symbols: `venue`"
+    )
+    sizing: Literal["kelly", "fixed"] = "kelly"
+    capital: Decimal = Field(
+        Decimal("4.0"), gt=0, description="kelly: quote-currency capital per symbol"
+    )
+    kelly_fraction: float = Field(0.5, gt=0, le=1, description="kelly: share of full Kelly")
+    kelly_cap: float = Field(0.25, gt=0, le=1, description="kelly: largest fraction of capital")
+    prior_win_loss: float = Field(1.0, gt=0, description="kelly: payoff ratio before a record")
+    order_notional: Decimal = Field(
+        Decimal("0.5"), gt=0, description="fixed: target position, quote ccy"
+    )
     time_in_force: Literal["gtc", "day", "ioc"] = "ioc"
     assumed_spread_bps: float = Field(5.0, ge=0, description="spread assumed when data are bars")
     tick_size: Decimal = Field(Decimal("0.00000001"), gt=0)
     lot_size: Decimal = Field(Decimal("0.00000001"), gt=0)
     maker_fee_bps: Decimal = Field(Decimal("2"), ge=0)
     taker_fee_bps: Decimal = Field(Decimal("7.5"), ge=0)
+    not_found_grace_s: float = Field(
+        10.0, ge=0, description="an order of unknown outcome absent this long never arrived"
+    )
+    resolve_every_s: float = Field(1.0, gt=0, description="query unknown orders this often")
+    fills_lookback_s: float = Field(
+        7 * 86_400.0, gt=0, description="reconciliation: fetch the venues' fills this far back"
+    )
+
+    @model_validator(mode="after")
+    def _venues_and_routes(self) -> ExecutionConfig:
+        names = [v.name or v.type for v in self.venues]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"venue names must be unique and non-empty, got {names}")
+        if self.venue not in names:
+            raise ValueError(f"default venue {self.venue!r} is not among the venues {names}")
+        for symbol, name in self.routes.items():
+            if name not in names:
+                raise ValueError(f"route {symbol} -> {name!r}: no such venue (have {names})")
+        return self
 
 
 class SourceConfig(BaseModel):
@@ -181,6 +266,11 @@ class StorageConfig(_Section):
     lake_root: str = "var/lake"
     lake_cold_root: str = "var/lake-cold"
     runs_dir: str = "runs"
+    state_dir: str = Field(
+        "var/state",
+        description="live runs: <state_dir>/<paper|live>/ holds the order database and the "
+        "risk state, so a restart finds them (backtests keep theirs in the run folder)",
+    )
 
 
 class Secrets(BaseSettings):

@@ -3,8 +3,12 @@
 * ``backtest``: simulated clock, replay source, paper venue, lockstep ingestion (each batch's
   consequences settle before the next batch is released): deterministic and causal.
 * ``live``: wall clock, the configured sources (synthetic by default) in the multiplexer,
-  paper venue, batches flushed by size or time, every batch appended to the lake; runs until
-  stopped (a signal, `stop()`, or `duration_s`).
+  the configured venues (the paper venue by default), batches flushed by size or time, every
+  batch appended to the lake; runs until stopped (a signal, `stop()`, or `duration_s`). Its
+  order database and risk state live in ``<storage.state_dir>/<paper|live>/`` so that a
+  restart reconciles with the venues and keeps the breaker's state.
+
+A run trades on paper unless ``trading="live"`` (`engine.venues` keeps the two apart).
 
 The stages are the same objects in both modes; only the clock, the sources and the pacing differ.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import inspect
 import time
 import uuid
 from collections.abc import Callable
@@ -22,25 +27,27 @@ from typing import Any, Literal
 
 import polars as pl
 
-from quantlab.adapters.sim import PaperVenue, ReplaySource
+from quantlab.adapters.sim import ReplaySource
 from quantlab.bus.component import Component
 from quantlab.bus.memory import InProcessBus
 from quantlab.config import Settings
 from quantlab.core.clock import Clock, SimulatedClock, WallClock
-from quantlab.core.enums import TimeInForce
+from quantlab.core.enums import BreakerState, TimeInForce
 from quantlab.core.errors import QuantlabError
 from quantlab.core.instruments import InstrumentBook
 from quantlab.engine.result import RunResult, RunSummary
 from quantlab.engine.sources import build_sources
 from quantlab.engine.strategies import build_strategy
+from quantlab.engine.venues import Trading, build_venues
 from quantlab.execution import ExecutionEngine, OrderBuilder, OrderTracker, Router
+from quantlab.execution.sizing import FixedNotional, KellySizer, Sizer
 from quantlab.features import Count, Ema, FeatureEngine, FeatureStore, get_spec
 from quantlab.ingest import IngestEngine
 from quantlab.ingest.multiplexer import Backoff
 from quantlab.ingest.ports import MarketDataSource
 from quantlab.ingest.quality import QualityConfig
 from quantlab.portfolio import SettlementEngine
-from quantlab.risk import RiskEngine, RiskLimits
+from quantlab.risk import BreakerConfig, RiskEngine, RiskLimits, VarConfig
 from quantlab.signals import StrategyContext, StrategyEngine
 from quantlab.signals.hedge_strategy import HedgeStrategy
 from quantlab.signals.sketches import SketchEngine
@@ -48,7 +55,7 @@ from quantlab.storage.deadletter import DeadLetterFile
 from quantlab.storage.lake import Lake
 from quantlab.storage.lake_writer import LakeWriter
 from quantlab.storage.signal_log import SignalLog, read_signals, signals_frame
-from quantlab.storage.sql.engine import make_engine, upgrade
+from quantlab.storage.sql.engine import claim_trading_mode, make_engine, upgrade
 from quantlab.storage.sql.store import SqlOrderStore
 
 Progress = Callable[[int, int], None]
@@ -82,6 +89,9 @@ class Node:
         ``<runs_dir>/<YYYY-MM-DD>/<run_id>``.
     progress
         Backtest: called as ``progress(rows_done, rows_total)`` while data is replayed.
+    trading
+        ``"paper"`` (default) or ``"live"`` (real money; live mode only, every venue must be
+        a live endpoint with live credentials).
     """
 
     def __init__(
@@ -94,9 +104,13 @@ class Node:
         run_dir: str | Path | None = None,
         run_id: str | None = None,
         progress: Progress | None = None,
+        trading: Trading = "paper",
     ) -> None:
         if mode not in ("backtest", "live"):
             raise QuantlabError(f"unknown mode {mode!r}; expected 'backtest' or 'live'")
+        if trading == "live" and mode != "live":
+            raise QuantlabError("live-money trading needs mode='live'; a backtest is paper only")
+        self.trading: Trading = trading
         self.settings = settings
         self.mode = mode
         self.run_id = run_id or new_run_id()
@@ -124,7 +138,10 @@ class Node:
             quality = QualityConfig(max_future_s=s.live.max_future_s)
         self.bus = InProcessBus()
         self.instruments = InstrumentBook(s.execution.tick_size, s.execution.lot_size)
-        self.db_url = s.storage.db_url or f"sqlite:///{self.run_dir / 'quantlab.db'}"
+        # A backtest's book is scratch, in its run folder; a live run's book must outlive the
+        # process (restart reconciliation), one per trading mode.
+        self.state_dir = self.run_dir if mode == "backtest" else Path(s.storage.state_dir) / trading
+        self.db_url = s.storage.db_url or f"sqlite:///{self.state_dir / 'quantlab.db'}"
         self.dead_letters = DeadLetterFile(self.run_dir / "rejected.parquet")
         total = sum(src.total_rows or 0 for src in self.sources)
         self.ingest = IngestEngine(
@@ -162,38 +179,82 @@ class Node:
                 features=self.feature_store,
             ),
         )
-        self.builder = OrderBuilder(
-            self.instruments,
-            order_notional=s.execution.order_notional,
-            time_in_force=TimeInForce(s.execution.time_in_force),
+        ex = s.execution
+        sizer: Sizer = (
+            KellySizer(
+                capital=ex.capital,
+                kelly_fraction=ex.kelly_fraction,
+                cap=ex.kelly_cap,
+                prior_win_loss=ex.prior_win_loss,
+            )
+            if ex.sizing == "kelly"
+            else FixedNotional(ex.order_notional)
         )
+        self.builder = OrderBuilder(
+            self.instruments, sizer=sizer, time_in_force=TimeInForce(ex.time_in_force)
+        )
+        r = s.risk
         self.risk = RiskEngine(
             RiskLimits(
-                max_position_notional=s.risk.max_position_notional,
-                max_order_notional=s.risk.max_order_notional,
+                max_position_notional=r.max_position_notional,
+                max_order_notional=r.max_order_notional,
+                max_gross_notional=r.max_gross_notional,
+                max_order_quantity=r.max_order_quantity,
+                collar_bps=r.collar_bps,
+                stale_after_s=r.stale_after_s,
+                rate_per_s=r.orders_per_s if mode == "live" else None,
+                burst=r.burst,
             ),
             self.instruments,
             self.clock,
+            var=VarConfig(
+                method=r.var_method,
+                confidence=r.var_confidence,
+                limit=r.var_limit,
+                window=r.var_window,
+                interval_s=r.var_interval_s,
+            ),
+            breaker=BreakerConfig(
+                state_path=(
+                    str(self.risk_state_path(s, trading)) if mode == "live" else r.state_file
+                ),
+                max_drawdown_soft=r.max_drawdown_soft,
+                max_drawdown_hard=r.max_drawdown_hard,
+                loss_window_s=r.loss_window_s,
+                max_window_loss_soft=r.max_window_loss_soft,
+                max_window_loss_hard=r.max_window_loss_hard,
+                error_window_s=r.error_window_s,
+                max_errors=r.max_errors,
+            ),
         )
-        self.venue = PaperVenue(
-            self.instruments,
-            maker_fee_bps=s.execution.maker_fee_bps,
-            taker_fee_bps=s.execution.taker_fee_bps,
-        )
+        self.venues = build_venues(s, self.instruments, trading)
+        self.venue = next(v for v in self.venues if v.name == ex.venue)
         self.settlement = SettlementEngine(self.instruments)
         # A backtest's own database is scratch (the run can be recomputed): no fsync per commit.
         durable = mode == "live" or s.storage.db_url is not None
         self._sql = make_engine(self.db_url, durable=durable)
-        self.store = SqlOrderStore(self._sql)
+        self._sql_status = (
+            make_engine(self.db_url, synchronous="NORMAL")
+            if durable and self.db_url.startswith("sqlite")
+            else None
+        )
+        self.store = SqlOrderStore(self._sql, status_engine=self._sql_status)
         self.execution = ExecutionEngine(
-            Router([self.venue], default=self.venue.name), OrderTracker(self.store)
+            Router(self.venues, default=ex.venue, routes=ex.routes),
+            OrderTracker(self.store),
+            clock=self.clock,
+            not_found_grace_s=ex.not_found_grace_s,
+            resolve_every_s=ex.resolve_every_s,
+            reconcile=mode == "live",
+            fills_lookback_s=ex.fills_lookback_s,
+            halt=self.risk.halt,
         )
         self.lake_writer: LakeWriter | None = None
         if mode == "live" and s.live.write_lake:
             lake = Lake(s.storage.lake_root, cold_root=s.storage.lake_cold_root)
             self.lake_writer = LakeWriter(lake)
         self.components: list[Component] = [
-            self.venue,
+            *(v for v in self.venues if isinstance(v, Component)),
             self.features,
             self.sketches,
             self.strategies,
@@ -208,6 +269,13 @@ class Node:
         self._stop = asyncio.Event()
         self._started: dt.datetime | None = None
         self._t0 = 0.0
+
+    @staticmethod
+    def risk_state_path(settings: Settings, trading: Trading) -> Path:
+        """Where a live run of `trading` keeps its breaker state (`risk.state_file` if set)."""
+        if settings.risk.state_file:
+            return Path(settings.risk.state_file)
+        return Path(settings.storage.state_dir) / trading / "breaker.json"
 
     # -- running ---------------------------------------------------------------------------
     def run(self, *, duration_s: float | None = None) -> RunResult:
@@ -231,11 +299,16 @@ class Node:
         self._stop = asyncio.Event()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self._sql)
+        claim_trading_mode(self._sql, self.trading)
         self._started = dt.datetime.now(dt.UTC)
         self._t0 = time.perf_counter()
         try:
             for component in self.components:
                 await component.start(self.bus)
+            if self.risk.breaker.state is BreakerState.HALTED:
+                # Halted before this process started (kill switch, a loss, a mismatch): the
+                # open orders a restart found at the venues are canceled too.
+                await self.execution.cancel_all("breaker halted at start")
             ingest = asyncio.get_running_loop().create_task(self.ingest.run(), name="ingest")
             waiters = [ingest, asyncio.ensure_future(self._stop.wait())]
             await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
@@ -254,6 +327,13 @@ class Node:
             if isinstance(self.strategy, HedgeStrategy) and state_file:
                 self.strategy.save(state_file)  # the learnt weights survive a restart
         finally:
+            for venue in self.venues:
+                close = getattr(venue, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        done = close()
+                        if inspect.isawaitable(done):
+                            await done
             await self.bus.close()
             self.dead_letters.flush()
         wall = time.perf_counter() - self._t0
@@ -266,6 +346,8 @@ class Node:
         result = self._result(wall)
         (self.run_dir / "summary.json").write_bytes(result.summary.to_json())
         self._sql.dispose()
+        if self._sql_status is not None:
+            self._sql_status.dispose()
         return result
 
     def status(self) -> dict[str, Any]:
@@ -321,6 +403,8 @@ class Node:
             sources=ingest["sources"] if self.mode == "live" else {},
             strategy=self.strategies.stats(),
             sketches=self.sketches.metrics(),
+            risk=self.risk.stats(),
+            execution=self.execution.stats(),
         )
         weights = pl.DataFrame(
             [

@@ -42,6 +42,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     sources: dict[str, dict[str, Any]] = {}
     strategy: dict[str, Any] = {}
     sketches: dict[str, Any] = {}
+    risk: dict[str, Any] = {}
+    execution: dict[str, Any] = {}
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

@@ -1,55 +1,250 @@
 """`RiskEngine`: every order intent is checked before it may leave (``orders.new`` ->
-``orders.approved`` | ``orders.denied``)."""
+``orders.approved`` | ``orders.denied``).
+
+It consumes market data (marks, staleness, the VaR return window, equity), fills and the
+closing order events (exposure, equity, venue rejections), runs the limit checks of
+`check` in the order of `quantlab.risk.limits.REASONS`, and drives the `CircuitBreaker`,
+publishing its `BreakerEvent`s on ``risk.breaker`` (on HALTED the execution engine cancels
+every open order).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+import logging
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
+
+import numpy as np
+import polars as pl
 
 from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
 from quantlab.bus.idempotent import IdempotentConsumer
-from quantlab.core.clock import Clock
-from quantlab.core.errors import BusError
+from quantlab.core.clock import Clock, datetime_to_ns, ns_to_datetime
+from quantlab.core.enums import BreakerState, EventType, OrderStatus, Side
+from quantlab.core.errors import BusError, ValidationError
 from quantlab.core.exposure import ExposureBook
 from quantlab.core.instruments import InstrumentBook
-from quantlab.core.messages import Fill, Order, OrderDenied, OrderEvent
-from quantlab.risk.limits import RiskLimits, check_order
+from quantlab.core.messages import Fill, MarketBatch, Order, OrderDenied, OrderEvent
+from quantlab.core.schemas import PRICE_COLUMN
+from quantlab.risk.book import OpenSides
+from quantlab.risk.breaker import BreakerChange, BreakerConfig, CircuitBreaker
+from quantlab.risk.equity import EquityTracker
+from quantlab.risk.limits import Denial, RiskLimits, check_limits, check_values
+from quantlab.risk.throttle import Throttle
+from quantlab.risk.var import VarConfig, VarModel
+
+log = logging.getLogger(__name__)
 
 _CLOSING_EVENTS = ("rejected", "canceled", "expired")
+_ALL_KINDS = (EventType.BAR, EventType.TRADE, EventType.QUOTE)
+_NS = 1_000_000_000
 
 
 class RiskEngine:
+    """The pre-trade risk manager on the bus.
+
+    Parameters
+    ----------
+    limits
+        Per-order and per-symbol limits, staleness, collar and throttle (`RiskLimits`).
+    instruments
+        Quote currency per symbol; a symbol none can be derived for is ``unknown_symbol``.
+    clock
+        The engine's clock: staleness, throttle, loss and error windows all run on it, so a
+        backtest's simulated clock gives the same decisions as the live run.
+    var
+        VaR settings (`VarConfig`); default: historical 99%, computed but not enforced.
+    breaker
+        Circuit-breaker settings (`BreakerConfig`) or a ready `CircuitBreaker`; default: in
+        memory, error-rate trigger only.
+    kinds
+        Market-data batch kinds to read marks from (default: bars, trades and quotes; a
+        quote's mark is its mid).
+    """
+
     name = "risk"
 
-    def __init__(self, limits: RiskLimits, instruments: InstrumentBook, clock: Clock) -> None:
+    def __init__(
+        self,
+        limits: RiskLimits,
+        instruments: InstrumentBook,
+        clock: Clock,
+        *,
+        var: VarConfig | None = None,
+        breaker: BreakerConfig | CircuitBreaker | None = None,
+        kinds: Iterable[EventType] = _ALL_KINDS,
+    ) -> None:
         self.limits = limits
         self.instruments = instruments
         self.clock = clock
+        self.kinds = tuple(kinds)
         self.book = ExposureBook()
+        self.sides = OpenSides()
+        self.breaker = (
+            breaker if isinstance(breaker, CircuitBreaker) else CircuitBreaker(breaker, clock)
+        )
+        self.var_config = var or VarConfig()
+        self.var = VarModel(self.var_config)
+        self.throttle = (
+            Throttle(limits.rate_per_s, limits.burst) if limits.rate_per_s is not None else None
+        )
+        self.equity = EquityTracker()
+        self.marks: dict[str, float] = {}
+        self.last_ts: dict[str, int] = {}
+        # Each symbol's rows of the newest batch: (times, prices), for marks as of an order.
+        self._recent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._quotes: dict[str, str] = {}
+        self._stale_ns = (
+            round(limits.stale_after_s * _NS) if limits.stale_after_s is not None else None
+        )
+        self._now = 0
         self._bus: Bus | None = None
+        self._pending: list[BreakerChange] = []
+        self._watcher: asyncio.Task[None] | None = None
         self.approved = 0
         self.denied: Counter[str] = Counter()
+        self.breaker_events = 0
 
+    # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, bus: Bus) -> None:
         self._bus = bus
         bus.consume(topics.orders("new"), IdempotentConsumer(self._on_order), name=self.name)
         bus.consume(topics.orders("filled"), self._on_fill, name=f"{self.name}.fills")
         for event in _CLOSING_EVENTS:
-            bus.consume(topics.orders(event), self._on_closed, name=f"{self.name}.{event}")
+            bus.consume(
+                topics.orders(event),
+                IdempotentConsumer(self._on_closed),
+                name=f"{self.name}.{event}",
+            )
+        for kind in self.kinds:
+            bus.consume(
+                topics.market_data(kind), self._on_market, name=f"{self.name}.{kind.topic_name}"
+            )
+        pending, self._pending = self._pending, []
+        await self._publish(tuple(pending))
+        if self.breaker.path is not None:
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch(), name=f"{self.name}.breaker-watch"
+            )
 
     async def stop(self) -> None:
+        task, self._watcher = self._watcher, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self) -> None:
+        """Apply a kill or reset written by another process even when no order arrives."""
+        period = max(self.breaker.config.watch_s, 0.01)
+        while True:
+            await asyncio.sleep(period)
+            try:  # the kill switch must keep working: log, never let the watch die
+                await self._publish(self.breaker.poll(force=True))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watching the breaker state file %s failed", self.breaker.path)
+
+    # -- the check -------------------------------------------------------------------------
+    def check(self, order: Order) -> Denial | None:
+        """The first limit `order` breaks, or None: synchronous and side-effect free (a
+        throttle token is only taken when the order is approved), so it can be timed alone.
+
+        Order: ``halted``, ``bad_quantity``, ``bad_price``, ``unknown_symbol``,
+        ``stale_data``, ``reduce_only``, ``order_quantity``, ``order_notional``,
+        ``price_collar``, ``position_limit``, ``rate_limit``, ``var_limit``.
+        """
+        record = self.breaker.record
+        state = record.state
+        symbol = order.symbol
+        if state is BreakerState.HALTED:
+            return Denial(
+                "halted",
+                f"{symbol}: breaker HALTED since {record.timestamp.isoformat()} "
+                f"({record.trigger}: {record.reason}); order {order.client_order_id} refused",
+            )
+        denial = check_values(order)
+        if denial is not None:
+            return denial
+        quote = self._quotes.get(symbol)
+        if quote is None:
+            try:
+                quote = self.instruments[symbol].quote
+            except ValidationError as exc:
+                return Denial("unknown_symbol", f"{symbol}: no instrument: {exc}")
+            self._quotes[symbol] = quote
+        mark = self.marks.get(symbol)
+        if mark is None:
+            return Denial(
+                "unknown_symbol",
+                f"{symbol}: no market data seen for it; cannot value order {order.client_order_id}",
+            )
+        self._now = now = self.clock.now_ns()
+        if self._stale_ns is not None:
+            last = self.last_ts[symbol]
+            if now - last > self._stale_ns:
+                return Denial(
+                    "stale_data",
+                    f"{symbol}: last market data at {ns_to_datetime(last).isoformat()} is "
+                    f"{(now - last) / _NS:.3f}s old > stale_after_s "
+                    f"{self.limits.stale_after_s:g}s",
+                )
+        exposure = self.book.exposure(symbol)
+        signed = order.quantity if order.side is Side.BUY else -order.quantity
+        if state is BreakerState.REDUCING and abs(exposure + signed) > abs(exposure):
+            return Denial(
+                "reduce_only",
+                f"{symbol}: breaker REDUCING ({record.trigger}: {record.reason}); "
+                f"{order.side.value} {order.quantity:f} would take position {exposure:f} to "
+                f"{exposure + signed:f}",
+            )
+        gross = None
+        if self.limits.max_gross_notional is not None:
+            gross = self.sides.gross(symbol, self.book.position(symbol))
+        mid = self.mark_at(symbol, order.timestamp) if symbol in self._recent else mark
+        denial = check_limits(order, exposure, self.limits, quote, mid=mid, gross=gross)
+        if denial is not None:
+            return denial
+        throttle = self.throttle
+        if throttle is not None and not throttle.available(order.strategy_id, now):
+            return Denial(
+                "rate_limit",
+                f"strategy {order.strategy_id}: more than {throttle.rate_per_s:g} orders/s "
+                f"(burst {throttle.burst}); order {order.client_order_id} on {symbol} refused",
+            )
+        limit = self.var_config.limit
+        if limit is not None and self.var.ready:
+            col = self.var.window.columns.get(symbol)
+            if col is not None:
+                pre, post = self.var.incremental(col, float(signed) * mid)
+                if post > limit and post > pre:
+                    cfg = self.var_config
+                    return Denial(
+                        "var_limit",
+                        f"{symbol}: portfolio {cfg.method} VaR {cfg.confidence:.0%} would be "
+                        f"{post:.8g} {quote} (now {pre:.8g}, incremental {post - pre:+.8g}) "
+                        f"> limit {limit:g} {quote}",
+                    )
         return None
 
+    # -- handlers ----------------------------------------------------------------------------
     async def _on_order(self, envelope: Envelope) -> None:
-        if self._bus is None:
+        bus = self._bus
+        if bus is None:
             raise BusError("RiskEngine received an order before start()")
+        if self.breaker.path is not None:
+            await self._publish(self.breaker.poll())
         order: Order = envelope.payload
-        currency = self.instruments[order.symbol].quote
-        denial = check_order(order, self.book.exposure(order.symbol), self.limits, currency)
+        denial = self.check(order)
         if denial is not None:
             self.denied[denial.reason] += 1
-            await self._bus.publish(
+            await bus.publish(
                 topics.orders("denied"),
                 OrderDenied(
                     order=order,
@@ -59,18 +254,153 @@ class RiskEngine:
                 ),
                 msg_id=f"{order.client_order_id}:denied",
             )
+            if denial.reason == "rate_limit":
+                await self._publish(self.breaker.record_error(self._now, "rate_limit"))
             return
+        if self.throttle is not None:
+            self.throttle.consume(order.strategy_id, self._now)
         self.book.add_order(order)
+        self.sides.add(order)
+        self._sync_var(order.symbol)
         self.approved += 1
-        await self._bus.publish(topics.orders("approved"), order, msg_id=order.client_order_id)
+        await bus.publish(topics.orders("approved"), order, msg_id=order.client_order_id)
 
     async def _on_fill(self, envelope: Envelope) -> None:
         fill: Fill = envelope.payload
-        self.book.apply_fill(fill)
+        if not self.book.apply_fill(fill):
+            return  # seen before
+        self.sides.fill(fill)
+        try:
+            base: str | None = self.instruments[fill.symbol].base
+        except ValidationError:
+            base = None
+        self.equity.apply(fill, base)
+        self._sync_var(fill.symbol)
+        equity = self.equity.equity(self.marks)
+        await self._publish(self.breaker.on_equity(equity, self.clock.now_ns()))
 
     async def _on_closed(self, envelope: Envelope) -> None:
         event: OrderEvent = envelope.payload
         self.book.close_order(event.client_order_id)
+        self.sides.close(event.client_order_id)
+        self._sync_var(event.symbol)
+        if event.status is OrderStatus.REJECTED:
+            await self._publish(self.breaker.record_error(self.clock.now_ns(), "venue_reject"))
 
+    async def _on_market(self, envelope: Envelope) -> None:
+        batch = envelope.payload
+        if not isinstance(batch, MarketBatch) or batch.frame.height == 0:
+            return
+        frame = batch.frame
+        if batch.kind is EventType.QUOTE:
+            prices = ((frame["bid"] + frame["ask"]) / 2.0).cast(pl.Float64).to_numpy()
+        else:
+            prices = frame[PRICE_COLUMN[batch.kind]].cast(pl.Float64).to_numpy()
+        ts = frame["timestamp"].dt.epoch("ns").to_numpy()
+        window = self.var.window
+        symbols = frame["symbol"]
+        known = len(window.symbols)
+        mapping = {s: window.column(s) for s in symbols.unique().to_list()}
+        cols = symbols.replace_strict(mapping, return_dtype=pl.Int64).to_numpy()
+        valid = np.isfinite(prices) & (prices > 0)
+        if not valid.all():
+            cols, ts, prices = cols[valid], ts[valid], prices[valid]
+            if cols.size == 0:
+                return
+        # The newest row per symbol sets its mark and last-seen time (rows are time-ordered
+        # per symbol; older data than already seen never moves a mark back).
+        by_col = np.argsort(cols, kind="stable")
+        sorted_cols = cols[by_col]
+        starts = np.flatnonzero(np.diff(sorted_cols)) + 1
+        ends = np.append(starts, sorted_cols.size)
+        names = window.symbols
+        for start, end in zip(np.insert(starts, 0, 0).tolist(), ends.tolist(), strict=True):
+            rows = by_col[start:end]
+            symbol = names[sorted_cols[start]]
+            t = int(ts[rows[-1]])
+            if t >= self.last_ts.get(symbol, t):
+                self.last_ts[symbol] = t
+                self.marks[symbol] = float(prices[rows[-1]])
+                self._recent[symbol] = (ts[rows], prices[rows])
+        for symbol in names[known:]:  # new columns: VaR learns what is already held
+            self._sync_var(symbol)
+        window.update(cols, ts, prices)
+        self.var.prices_changed()
+        if self.equity.holds:
+            equity = self.equity.equity(self.marks)
+            await self._publish(self.breaker.on_equity(equity, self.clock.now_ns()))
+
+    def mark_at(self, symbol: str, when: dt.datetime) -> float:
+        """The symbol's price as of `when` if the newest batch covers it, else its newest.
+
+        Orders are valued at the market their strategy saw: in a backtest one batch holds
+        many bars and an order from an early bar must not be priced at the batch's last.
+        """
+        recent = self._recent.get(symbol)
+        if recent is not None:
+            ts, prices = recent
+            t = datetime_to_ns(when)
+            if t < ts[-1]:
+                i = int(np.searchsorted(ts, t, side="right")) - 1
+                if i >= 0:
+                    return float(prices[i])
+        return self.marks[symbol]
+
+    def _sync_var(self, symbol: str) -> None:
+        col = self.var.window.columns.get(symbol)
+        if col is not None:
+            self.var.set_quantity(col, float(self.book.exposure(symbol)))
+
+    # -- the breaker -------------------------------------------------------------------------
+    async def _publish(self, changes: tuple[BreakerChange, ...]) -> None:
+        if not changes:
+            return
+        if self._bus is None:
+            self._pending.extend(changes)
+            return
+        for change in changes:
+            event = change.event
+            log.warning(
+                "circuit breaker %s -> %s (%s): %s",
+                event.previous.value,
+                event.state.value,
+                event.trigger,
+                event.reason,
+            )
+            self.breaker_events += 1
+            await self._bus.publish(topics.risk("breaker"), event, msg_id=change.msg_id)
+
+    async def halt(self, trigger: str, reason: str) -> None:
+        """HALTED by an outside decision; reconciliation calls ``halt("reconciliation", ...)``
+        on a position mismatch (it fits `quantlab.execution.engine.Halt`)."""
+        await self._publish(self.breaker.halt(trigger, reason))
+
+    async def kill(self, reason: str) -> None:
+        """The manual kill switch: HALTED."""
+        await self._publish(self.breaker.kill(reason))
+
+    async def reset(self, reason: str) -> None:
+        """Back to ACTIVE: a person's decision, the only way down."""
+        await self._publish(self.breaker.reset(reason))
+
+    # -- reporting ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return {"approved": self.approved, "denied": dict(self.denied)}
+        var: dict[str, Any] = {
+            "method": self.var_config.method,
+            "confidence": self.var_config.confidence,
+            "limit": self.var_config.limit,
+            "ready": self.var.ready,
+            "rows": self.var.window.count,
+            "symbols": self.var.window.n,
+        }
+        if self.var.ready:
+            var.update(self.var.report())
+        return {
+            "approved": self.approved,
+            "denied": dict(self.denied),
+            "breaker": self.breaker.stats(),
+            "breaker_events": self.breaker_events,
+            "var": var,
+            "cash": float(self.equity.cash),
+            "throttle": self.throttle.stats() if self.throttle is not None else None,
+        }

@@ -182,7 +182,7 @@ async def test_ioc_cancels_after_one_bar_without_a_fill() -> None:
     assert h.fills == []
     assert h.events == [
         (OrderStatus.ACCEPTED, at("04:55"), ""),
-        (OrderStatus.CANCELED, at("05:00"), "ioc not filled"),
+        (OrderStatus.CANCELED, at("05:00"), "ioc remainder"),  # was "ioc not filled"
     ]
     assert h.venue.stats()["resting"] == 0
 
@@ -263,12 +263,13 @@ async def test_cancel_a_resting_order() -> None:
     assert h.fills == []
 
 
-async def test_a_resubmitted_resting_order_is_ignored() -> None:
+async def test_a_resubmitted_resting_order_reports_its_state_again() -> None:
     h = Harness()
     order = make_order(Side.BUY, "0.01", at("04:55"))
     await h.venue.submit(order)
-    await h.venue.submit(order)
-    assert h.events == [(OrderStatus.ACCEPTED, at("04:55"), "")]
+    await h.venue.submit(order)  # not a second order: the existing one's state, again
+    assert h.events == [(OrderStatus.ACCEPTED, at("04:55"), "")] * 2
+    assert h.venue.stats()["resting"] == 1
 
 
 async def test_a_resubmitted_filled_order_does_not_fill_twice() -> None:

@@ -1,55 +1,22 @@
-"""Pre-trade limits (pure) and the risk engine on a real in-process bus."""
+"""Pre-trade limits: the pure checks (`check_order`, `check_values`, `check_limits`)."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from riskkit import make_order
 
-from quantlab.bus import InProcessBus, topics
-from quantlab.bus.base import Envelope
-from quantlab.core import ids
-from quantlab.core.clock import SimulatedClock, datetime_to_ns
-from quantlab.core.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
-from quantlab.core.instruments import InstrumentBook
-from quantlab.core.messages import Fill, Order, OrderDenied, OrderEvent
-from quantlab.risk.engine import RiskEngine
-from quantlab.risk.limits import RiskLimits, check_order
+from quantlab.core.enums import Side
+from quantlab.core.errors import ConfigError
+from quantlab.risk.limits import REASONS, RiskLimits, check_limits, check_order, check_values
 
 # Same examples on every run (no example database, no random seed): deterministic tests.
 DETERMINISTIC = settings(derandomize=True, database=None, deadline=None)
 
-T0 = dt.datetime(2018, 1, 10, 4, 55, tzinfo=dt.UTC)
 LIMITS = RiskLimits(max_position_notional=Decimal("10"), max_order_notional=Decimal("4"))
-
-
-def make_order(
-    side: Side,
-    quantity: str | Decimal,
-    price: str | Decimal | None = "0.05",
-    n: int = 0,
-    symbol: str = "ETH/BTC",
-) -> Order:
-    signal = ids.signal_id("risk-test", symbol, n)
-    coid = ids.client_order_id(signal)
-    return Order(
-        order_id=ids.order_id(coid),
-        client_order_id=coid,
-        symbol=symbol,
-        side=side,
-        order_type=OrderType.LIMIT if price is not None else OrderType.MARKET,
-        quantity=Decimal(quantity),
-        price=None if price is None else Decimal(price),
-        time_in_force=TimeInForce.IOC,
-        strategy_id="risk-test",
-        signal_id=signal,
-        timestamp=T0,
-    )
 
 
 # -- check_order ----------------------------------------------------------------------------
@@ -98,10 +65,25 @@ def test_the_order_notional_limit_applies_to_reducing_orders_too() -> None:
     assert denial.reason == "order_notional"
 
 
-def test_an_order_without_price_is_denied() -> None:
-    denial = check_order(make_order(Side.BUY, "1", price=None), Decimal(0), LIMITS, "BTC")
+def test_a_market_order_without_a_mid_is_denied_bad_price() -> None:
+    order = make_order(Side.BUY, "1", price=None)
+    denial = check_order(order, Decimal(0), LIMITS, "BTC")
     assert denial is not None
-    assert denial.reason == "no_price"
+    assert denial.reason == "bad_price"
+    assert "market order" in denial.detail
+    assert "no mid" in denial.detail
+
+
+def test_a_market_order_is_valued_at_the_mid() -> None:
+    order = make_order(Side.BUY, "100", price=None)  # 100 x 0.05 = 5 BTC > 4
+    denial = check_order(order, Decimal(0), LIMITS, "BTC", mid=0.05)
+    assert denial is not None
+    assert denial.reason == "order_notional"
+    assert "order notional 5.00 BTC" in denial.detail
+    assert (
+        check_order(make_order(Side.BUY, "80", price=None), Decimal(0), LIMITS, "BTC", mid=0.05)
+        is None
+    )
 
 
 @settings(DETERMINISTIC, max_examples=300)
@@ -130,128 +112,112 @@ def test_check_order_matches_its_specification(
         assert denial is None or denial.reason != "position_limit"
 
 
-# -- RiskEngine on the bus ------------------------------------------------------------------
+# -- bad values -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def bus() -> AsyncIterator[InProcessBus]:
-    bus = InProcessBus()
-    yield bus
-    await bus.close()
+@pytest.mark.parametrize("value", ["NaN", "sNaN", "Infinity", "-Infinity", "0", "-0", "-3"])
+def test_a_bad_quantity_is_denied_naming_it(value: str) -> None:
+    order = make_order(Side.BUY, value)
+    for denial in (check_values(order), check_order(order, Decimal(0), LIMITS, "BTC")):
+        assert denial is not None
+        assert denial.reason == "bad_quantity"
+        assert f"quantity {Decimal(value)} must be a finite number > 0" in denial.detail
+        assert "ETH/BTC" in denial.detail
+        assert order.client_order_id in denial.detail
 
 
-class Outcomes:
-    def __init__(self) -> None:
-        self.approved: list[Order] = []
-        self.denied: list[OrderDenied] = []
-        self.ids: list[str] = []
-
-    async def on_approved(self, envelope: Envelope) -> None:
-        self.approved.append(envelope.payload)
-        self.ids.append(envelope.id)
-
-    async def on_denied(self, envelope: Envelope) -> None:
-        self.denied.append(envelope.payload)
-        self.ids.append(envelope.id)
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "0", "-0.05"])
+def test_a_bad_price_is_denied_naming_it(value: str) -> None:
+    order = make_order(Side.SELL, "1", price=value)
+    denial = check_order(order, Decimal(0), LIMITS, "BTC", mid=0.05)
+    assert denial is not None
+    assert denial.reason == "bad_price"
+    assert f"price {Decimal(value)} must be a finite number > 0" in denial.detail
 
 
-async def started(bus: InProcessBus) -> tuple[RiskEngine, Outcomes, SimulatedClock]:
-    clock = SimulatedClock(datetime_to_ns(T0) + 1_000)
-    engine = RiskEngine(LIMITS, InstrumentBook(Decimal("0.000001"), Decimal("0.001")), clock)
-    await engine.start(bus)
-    seen = Outcomes()
-    bus.consume(topics.orders("approved"), seen.on_approved, name="test.approved")
-    bus.consume(topics.orders("denied"), seen.on_denied, name="test.denied")
-    return engine, seen, clock
+def test_the_quantity_is_checked_before_the_price() -> None:
+    denial = check_values(make_order(Side.BUY, "NaN", price="NaN"))
+    assert denial is not None
+    assert denial.reason == "bad_quantity"
 
 
-async def settle(bus: InProcessBus) -> None:
-    await asyncio.wait_for(bus.drain(), 5)
-    assert not bus.handler_errors
+# -- order quantity, collar, gross ----------------------------------------------------------
 
 
-async def test_risk_engine_approves_and_denies_on_the_bus(bus: InProcessBus) -> None:
-    engine, seen, clock = await started(bus)
-    ok = make_order(Side.BUY, "80", n=1)  # 4 BTC
-    big = make_order(Side.BUY, "100", n=2)  # 5 BTC > order limit
-    await bus.publish(topics.orders("new"), ok, msg_id=ok.client_order_id)
-    await bus.publish(topics.orders("new"), big, msg_id=big.client_order_id)
-    await settle(bus)
-    assert seen.approved == [ok]
-    (denied,) = seen.denied
-    assert denied.order == big
-    assert denied.reason == "order_notional"
-    assert "order notional 5" in denied.detail
-    assert "limit 4 BTC" in denied.detail
-    assert denied.timestamp == clock.now()
-    assert sorted(seen.ids) == sorted([ok.client_order_id, f"{big.client_order_id}:denied"])
-    assert engine.approved == 1
-    assert engine.denied == {"order_notional": 1}
+def test_order_quantity_limit_names_the_values() -> None:
+    limits = RiskLimits(
+        max_position_notional=Decimal(10),
+        max_order_notional=Decimal(4),
+        max_order_quantity=Decimal("50"),
+    )
+    denial = check_order(make_order(Side.BUY, "50.5"), Decimal(0), limits, "BTC")
+    assert denial is not None
+    assert denial.reason == "order_quantity"
+    assert "order quantity 50.5 > limit 50" in denial.detail
+    assert check_order(make_order(Side.BUY, "50"), Decimal(0), limits, "BTC") is None
 
 
-async def test_risk_engine_counts_open_orders_and_fills_in_exposure(bus: InProcessBus) -> None:
-    engine, seen, _ = await started(bus)
-    orders = [make_order(Side.BUY, "80", n=i) for i in range(4)]  # 4 BTC each
-    for order in orders[:3]:
-        await bus.publish(topics.orders("new"), order, msg_id=order.client_order_id)
-    await settle(bus)
-    # 4 + 4 approved; the third would make 12 BTC > 10.
-    assert [o.client_order_id for o in seen.approved] == [o.client_order_id for o in orders[:2]]
-    assert [d.reason for d in seen.denied] == ["position_limit"]
-    assert engine.book.exposure("ETH/BTC") == Decimal("160")
-
-    # The first fills, the second is canceled: exposure 80, so one more 4 BTC order fits.
-    await bus.publish(topics.orders("filled"), _fill(orders[0]))
-    await bus.publish(topics.orders("canceled"), _event(orders[1], OrderStatus.CANCELED))
-    await settle(bus)
-    assert engine.book.position("ETH/BTC") == Decimal("80")
-    assert engine.book.exposure("ETH/BTC") == Decimal("80")
-    await bus.publish(topics.orders("new"), orders[3], msg_id=orders[3].client_order_id)
-    await settle(bus)
-    assert seen.approved[-1] == orders[3]
-
-    # A sell that reduces the position is approved.
-    sell = make_order(Side.SELL, "80", n=9)
-    await bus.publish(topics.orders("new"), sell, msg_id=sell.client_order_id)
-    await settle(bus)
-    assert seen.approved[-1] == sell
-
-
-async def test_a_redelivered_order_is_checked_once(bus: InProcessBus) -> None:
-    engine, seen, _ = await started(bus)
-    order = make_order(Side.BUY, "80", n=1)
-    for _ in range(3):
-        await bus.publish(topics.orders("new"), order, msg_id=order.client_order_id)
-    await settle(bus)
-    assert len(seen.approved) == 1
-    assert engine.book.exposure("ETH/BTC") == Decimal("80")
-
-
-def _fill(order: Order) -> Fill:
-    assert order.price is not None
-    return Fill(
-        fill_id=ids.fill_id("paper", order.client_order_id),
-        order_id=order.order_id,
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        side=order.side,
-        price=order.price,
-        quantity=order.quantity,
-        fee=Decimal(0),
-        fee_currency="BTC",
-        liquidity=Liquidity.TAKER,
-        timestamp=T0,
-        venue="paper",
-        trade_id=order.client_order_id,
+def test_price_collar_names_the_distance_from_the_mid() -> None:
+    # 0.0526 is 520 bps above the mid 0.05; the default collar is 500 bps.
+    denial = check_order(make_order(Side.BUY, "1", "0.0526"), Decimal(0), LIMITS, "BTC", mid=0.05)
+    assert denial is not None
+    assert denial.reason == "price_collar"
+    assert "limit price 0.0526 is 520.0 bps from mid 0.05 > collar 500 bps" in denial.detail
+    # Below the mid too; 4.9% away is within.
+    denial = check_order(make_order(Side.SELL, "1", "0.0474"), Decimal(0), LIMITS, "BTC", mid=0.05)
+    assert denial is not None
+    assert "520.0 bps" in denial.detail
+    assert (
+        check_order(make_order(Side.BUY, "1", "0.05245"), Decimal(0), LIMITS, "BTC", mid=0.05)
+        is None
+    )
+    # Without a mid (or with the collar off) there is nothing to compare with.
+    assert check_order(make_order(Side.BUY, "1", "0.0526"), Decimal(0), LIMITS, "BTC") is None
+    off = RiskLimits(
+        max_position_notional=Decimal(10), max_order_notional=Decimal(4), collar_bps=None
+    )
+    assert (
+        check_order(make_order(Side.BUY, "1", "0.0526"), Decimal(0), off, "BTC", mid=0.05) is None
     )
 
 
-def _event(order: Order, status: OrderStatus) -> OrderEvent:
-    return OrderEvent(
-        order_id=order.order_id,
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        status=status,
-        venue="paper",
-        timestamp=T0,
+def test_gross_limit_counts_both_sides_of_open_orders() -> None:
+    limits = RiskLimits(
+        max_position_notional=Decimal(10),
+        max_order_notional=Decimal(4),
+        max_gross_notional=Decimal(12),
     )
+    # Net +20 (0.05 x 20 = 1 BTC) but 220 open on both sides: +20 more makes 240 x 0.05 = 12.0 (ok),
+    # +21 makes 241 x 0.05 = 12.05 > 12.
+    assert (
+        check_limits(make_order(Side.BUY, "20"), Decimal(20), limits, "BTC", gross=Decimal(220))
+        is None
+    )
+    denial = check_limits(
+        make_order(Side.BUY, "21"), Decimal(20), limits, "BTC", gross=Decimal(220)
+    )
+    assert denial is not None
+    assert denial.reason == "position_limit"
+    assert (
+        "projected gross open exposure 241 x 0.05 = 12.05 BTC > gross limit 12 BTC" in denial.detail
+    )
+    # An order that reduces the net exposure is never refused for the position, gross either.
+    assert (
+        check_limits(make_order(Side.SELL, "20"), Decimal(20), limits, "BTC", gross=Decimal(400))
+        is None
+    )
+
+
+def test_limits_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"risk\.max_order_notional"):
+        RiskLimits(max_position_notional=Decimal(1), max_order_notional=Decimal(-1))
+    with pytest.raises(ConfigError, match=r"risk\.collar_bps"):
+        RiskLimits(max_position_notional=Decimal(1), max_order_notional=Decimal(1), collar_bps=0)
+    with pytest.raises(ConfigError, match=r"risk\.burst"):
+        RiskLimits(max_position_notional=Decimal(1), max_order_notional=Decimal(1), burst=0)
+
+
+def test_reasons_are_listed_in_check_order() -> None:
+    assert REASONS[0] == "halted"
+    assert REASONS[-1] == "var_limit"
+    assert len(set(REASONS)) == len(REASONS) == 12

@@ -1,4 +1,5 @@
-"""Any ccxt exchange (binance, coinbase, ...): ccxt.pro websocket trades and quotes, REST bars."""
+"""Any ccxt exchange (binance, coinbase, ...): ccxt.pro websocket trades and quotes, REST bars;
+order entry on binance spot and coinbase Advanced Trade (`CcxtVenue`)."""
 
 from quantlab.adapters.ccxt.config import CHANNELS, CcxtDataConfig, CcxtMarket
 from quantlab.adapters.ccxt.data import CcxtDataSource
@@ -12,6 +13,7 @@ from quantlab.adapters.ccxt.parser import (
     parse_trades,
     transport_error,
 )
+from quantlab.adapters.ccxt.trading import CcxtTradingConfig, CcxtVenue
 
 __all__ = [
     "CHANNELS",
@@ -19,6 +21,8 @@ __all__ = [
     "CcxtDataSource",
     "CcxtHistoricalBars",
     "CcxtMarket",
+    "CcxtTradingConfig",
+    "CcxtVenue",
     "check_frame",
     "handler_error",
     "parse_ohlcv",

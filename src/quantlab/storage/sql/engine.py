@@ -26,19 +26,25 @@ def _sqlite_pragmas(synchronous: str) -> Any:
     return on_connect
 
 
-def make_engine(url: str, *, durable: bool = True) -> Engine:
+def make_engine(url: str, *, durable: bool = True, synchronous: str | None = None) -> Engine:
     """An engine for `url` (``sqlite:///path.db`` or ``postgresql+psycopg://...``).
 
     SQLite runs in WAL mode with ``synchronous=FULL``: a committed fill survives a crash or a
     power cut. ``durable=False`` (``synchronous=OFF``) is for scratch databases that can be
     recomputed, such as a backtest's own; it survives a process crash but not a power cut.
+    ``synchronous="NORMAL"`` (WAL: survives a process crash, a power cut may drop the last
+    commits but never corrupts) is what `SqlOrderStore` uses for order *status* changes,
+    which reconciliation recovers from the venue (see `SqlOrderStore`).
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable else "OFF"))
+        level = synchronous or ("FULL" if durable else "OFF")
+        if level not in ("FULL", "NORMAL", "OFF"):
+            raise StorageError(f"synchronous must be FULL, NORMAL or OFF, got {level!r}")
+        event.listen(engine, "connect", _sqlite_pragmas(level))
         return engine
     if url.startswith("postgresql"):
         return create_engine(url, pool_pre_ping=True)
@@ -74,9 +80,7 @@ def claim_trading_mode(engine: Engine, mode: str) -> None:
     table = cast(Table, MetaRow.__table__)
     insert = (sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert)(table)
     with engine.begin() as conn:
-        conn.execute(
-            insert.values(key="trading_mode", value=mode).on_conflict_do_nothing()
-        )
+        conn.execute(insert.values(key="trading_mode", value=mode).on_conflict_do_nothing())
         found = conn.execute(
             select(table.c.value).where(table.c.key == "trading_mode")
         ).scalar_one()

@@ -61,8 +61,12 @@ class SqlOrderStore:
     replayed intent or fill is a no-op instead of an error (idempotent by construction).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, status_engine: Engine | None = None) -> None:
         self.engine = engine
+        # Intents and fills are what a crash must never lose: committed on `engine` (fsynced).
+        # A status change is the venue's news, which reconciliation asks the venue again
+        # after a restart: it may go through a lighter engine (SQLite synchronous=NORMAL).
+        self.status_engine = status_engine or engine
         self._session = sessionmaker(engine, expire_on_commit=False)
         dialect = engine.dialect.name
         dialect_insert: Any
@@ -128,7 +132,7 @@ class SqlOrderStore:
         values: dict[str, object] = {"status": status, "updated_at": at}
         if reason:
             values["reason"] = reason[:512]
-        with self.engine.begin() as conn:
+        with self.status_engine.begin() as conn:
             done = conn.execute(
                 update(_ORDERS).where(_ORDERS.c.client_order_id == client_order_id).values(values)
             )
