@@ -40,6 +40,7 @@ bench: $(VENV)/.test-deps
 	$(PY) benchmarks/bench_ingest.py --quick
 	$(PY) benchmarks/bench_features.py --quick
 	$(PY) benchmarks/bench_signals.py --quick
+	$(PY) benchmarks/bench_execution.py --quick
 
 # Retrains the bundled models; same seed and data give the same bytes, so an unchanged model
 # keeps its version.

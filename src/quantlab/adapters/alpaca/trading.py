@@ -568,18 +568,15 @@ class AlpacaVenue:
         return backoff
 
     async def _get_by_client_id(self, coid: str, what: str) -> AlpacaOrder | None:
-        try:
-            return _parse_order(await self._call(self._client.get_order_by_client_id, coid))
-        except APIError as exc:
-            if exc.status_code == 404:
-                return None
-            raise _venue_error(exc, what) from exc
-        except Exception as exc:
-            raise _venue_error(exc, what) from exc
+        return await self._get(self._client.get_order_by_client_id, coid, what)
 
     async def _get_by_id(self, venue_order_id: str, what: str) -> AlpacaOrder | None:
+        return await self._get(self._client.get_order_by_id, venue_order_id, what)
+
+    async def _get(self, fetch: Any, key: str, what: str) -> AlpacaOrder | None:
+        """One order by `fetch(key)`; None when Alpaca answers 404 (not found)."""
         try:
-            return _parse_order(await self._call(self._client.get_order_by_id, venue_order_id))
+            return _parse_order(await self._call(fetch, key))
         except APIError as exc:
             if exc.status_code == 404:
                 return None
