@@ -305,9 +305,19 @@ class Node:
         try:
             for component in self.components:
                 await component.start(self.bus)
+            if self.mode == "live":
+                # A restart: what the book of record holds (brought up to date by the
+                # reconciliation) is exposure already, for the order builder and for risk.
+                # Both books drop a fill they have seen, so one that also came over the bus
+                # counts once.
+                open_orders = [x.order for x in self.execution.tracker.open_orders()]
+                fills = self.store.fills()
+                self.builder.seed(open_orders, fills)
+                self.risk.seed(open_orders, fills)
             if self.risk.breaker.state is BreakerState.HALTED:
                 # Halted before this process started (kill switch, a loss, a mismatch): the
                 # open orders a restart found at the venues are canceled too.
+                self.execution.halted = True
                 await self.execution.cancel_all("breaker halted at start")
             ingest = asyncio.get_running_loop().create_task(self.ingest.run(), name="ingest")
             waiters = [ingest, asyncio.ensure_future(self._stop.wait())]

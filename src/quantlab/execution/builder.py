@@ -106,6 +106,14 @@ class OrderBuilder:
             timestamp=signal.timestamp,
         )
 
+    def seed(self, open_orders: list[Order], fills: list[Fill]) -> None:
+        """Rebuild the exposure book (and the sizer's record) from the order book of record."""
+        for order in open_orders:
+            self.book.add_order(order)
+        for fill in fills:
+            if self.book.apply_fill(fill):
+                self.sizer.on_fill(fill)
+
     async def _on_signal(self, envelope: Envelope) -> None:
         if self._bus is None:
             raise BusError("OrderBuilder received a signal before start()")

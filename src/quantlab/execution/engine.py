@@ -43,7 +43,7 @@ from quantlab.execution.ports import (
 )
 from quantlab.execution.reconcile import Reconciler, ReconcileReport
 from quantlab.execution.router import Router
-from quantlab.execution.tracker import OrderTracker
+from quantlab.execution.tracker import LiveOrder, OrderTracker
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class ExecutionEngine:
         self.reconcile_on_start = reconcile
         self.fills_lookback_s = fills_lookback_s
         self.halt = halt
+        self.reconcile_backoff_s = 1.0  # between the attempts to reconcile with a venue
         self._bus: Bus | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unknown_since: dict[str, float] = {}  # client_order_id -> monotonic time
@@ -115,7 +116,14 @@ class ExecutionEngine:
         self.venue_errors: Counter[str] = Counter()
         self.resolved: Counter[str] = Counter()
         self.canceled_on_halt = 0
+        self.refused_halted = 0
         self.reconciliation: ReconcileReport | None = None
+        # Set by a HALTED breaker (and at start by the node if it starts halted): nothing is
+        # sent, and whatever a venue acknowledges meanwhile is canceled at once.
+        self.halted = False
+        # Orders the venue had acknowledged before they became UNKNOWN: never closed as
+        # "absent" (the venue knew them; a person must look), only resolved by a query.
+        self._acknowledged_unknown: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, bus: Bus) -> None:
@@ -127,7 +135,7 @@ class ExecutionEngine:
             if live.status in (OrderStatus.UNKNOWN, OrderStatus.PENDING_SUBMIT):
                 self._unknown_since[live.order.client_order_id] = time.monotonic()
         if self.reconcile_on_start:
-            self.reconciliation = await Reconciler(self).run()
+            self.reconciliation = await Reconciler(self).run(backoff_s=self.reconcile_backoff_s)
         bus.consume(
             topics.orders("approved"), IdempotentConsumer(self._on_approved), name=self.name
         )
@@ -164,6 +172,12 @@ class ExecutionEngine:
             return
         crash_point("intent_committed")
         coid = order.client_order_id
+        if self.halted:  # approved before the halt, still queued: never sent
+            self.refused_halted += 1
+            await self.on_report(
+                self._event(order, venue, OrderStatus.REJECTED, "not sent: trading is halted")
+            )
+            return
         try:
             await venue.submit(order)
         except VenueRejectedError as exc:
@@ -180,6 +194,8 @@ class ExecutionEngine:
         self.submitted += 1
         if self.tracker.status(coid) is OrderStatus.PENDING_SUBMIT:
             await self.on_report(self._event(order, venue, OrderStatus.SUBMITTED))
+        if self.halted:  # the halt came while the request was in flight
+            await self._cancel(self.tracker.live(coid), "breaker halted during submission")
 
     async def on_report(self, report: VenueReport) -> None:
         if self._bus is None:
@@ -198,6 +214,7 @@ class ExecutionEngine:
             crash_point("status_committed")
             if report.status is not OrderStatus.UNKNOWN:
                 self._unknown_since.pop(report.client_order_id, None)
+                self._acknowledged_unknown.discard(report.client_order_id)
             event = _EVENT_TOPIC.get(report.status)
             if event is not None:
                 self.events[event] += 1
@@ -223,12 +240,19 @@ class ExecutionEngine:
         partial = live.status is OrderStatus.PARTIALLY_FILLED
         if status is not live.status and (status.is_terminal or not partial):
             await self.on_report(self._event(live.order, venue, status, state.reason))
+        if self.halted and not status.is_terminal:
+            await self._cancel(self.tracker.live(state.client_order_id), "breaker halted")
 
     # -- unknown outcomes ------------------------------------------------------------------
     async def mark_unknown(self, order: Order, venue: Venue, reason: str) -> None:
         """The order may be at the venue or not: UNKNOWN until a query settles it."""
+        live = self.tracker.live(order.client_order_id)
+        if live is None:  # it closed meanwhile (filled during a failing call): nothing unknown
+            return
         self._unknown_since.setdefault(order.client_order_id, time.monotonic())
-        if self.tracker.status(order.client_order_id) is not OrderStatus.UNKNOWN:
+        if live.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+            self._acknowledged_unknown.add(order.client_order_id)
+        if live.status is not OrderStatus.UNKNOWN:
             await self.on_report(self._event(order, venue, OrderStatus.UNKNOWN, reason))
 
     async def resolve_unknown(self) -> int:
@@ -255,6 +279,12 @@ class ExecutionEngine:
                 settled += 1
                 continue
             since = self._unknown_since.setdefault(coid, now)
+            if coid in self._acknowledged_unknown:
+                # The venue acknowledged it once and now cannot find it: it may have traded.
+                # Never closed by the engine; flagged until a query finds it.
+                self.resolved["acknowledged_missing"] += 1
+                log.error("order %s was acknowledged by %s, now not found", coid, venue.name)
+                continue
             if now - since >= self.not_found_grace_s:
                 reason = (
                     f"not at venue {venue.name} {now - since:.1f}s after an unknown "
@@ -289,24 +319,34 @@ class ExecutionEngine:
     # -- the breaker -----------------------------------------------------------------------
     async def _on_breaker(self, envelope: Envelope) -> None:
         event: BreakerEvent = envelope.payload
-        if event.state is BreakerState.HALTED:
+        self.halted = event.state is BreakerState.HALTED
+        if self.halted:
             await self.cancel_all(f"breaker halted: {event.reason}")
 
     async def cancel_all(self, reason: str) -> int:
         """Ask every venue to cancel every open order; returns how many were asked."""
         asked = 0
         for live in self.tracker.open_orders():
-            venue = self.router.venues.get(live.venue)
-            if venue is None or live.status is OrderStatus.PENDING_SUBMIT:
-                continue
-            try:
-                await venue.cancel(live.order.client_order_id)
+            # An order still PENDING_SUBMIT has its request in flight: `submit` cancels it
+            # when the venue answers (`halted` is set).
+            if live.status is not OrderStatus.PENDING_SUBMIT and await self._cancel(live, reason):
                 asked += 1
-            except Exception as exc:
-                self.venue_errors["cancel"] += 1
-                log.error("cancel of %s (%s) failed: %s", live.order.client_order_id, reason, exc)
-        self.canceled_on_halt += asked
         return asked
+
+    async def _cancel(self, live: LiveOrder | None, reason: str) -> bool:
+        if live is None:
+            return False
+        venue = self.router.venues.get(live.venue)
+        if venue is None:
+            return False
+        try:
+            await venue.cancel(live.order.client_order_id)
+        except Exception as exc:
+            self.venue_errors["cancel"] += 1
+            log.error("cancel of %s (%s) failed: %s", live.order.client_order_id, reason, exc)
+            return False
+        self.canceled_on_halt += 1
+        return True
 
     # -- helpers ---------------------------------------------------------------------------
     def _event(
@@ -335,6 +375,7 @@ class ExecutionEngine:
             "venue_errors": dict(self.venue_errors),
             "resolved": dict(self.resolved),
             "canceled_on_halt": self.canceled_on_halt,
+            "refused_halted": self.refused_halted,
             "reconciliation": (
                 None if self.reconciliation is None else self.reconciliation.summary()
             ),

@@ -22,6 +22,7 @@ Run before the engine takes a new order. For every venue:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from decimal import Decimal
@@ -40,6 +41,7 @@ class ReconcileReport(msgspec.Struct, kw_only=True):
     closed: list[str] = msgspec.field(default_factory=list)
     unknown: list[str] = msgspec.field(default_factory=list)
     orphans: list[str] = msgspec.field(default_factory=list)
+    conflicts: list[str] = msgspec.field(default_factory=list)
     fills_recovered: int = 0
     fills_known: int = 0
     fills_unmatched: list[str] = msgspec.field(default_factory=list)
@@ -57,6 +59,7 @@ class ReconcileReport(msgspec.Struct, kw_only=True):
             "closed": len(self.closed),
             "unknown": len(self.unknown),
             "orphans": len(self.orphans),
+            "conflicts": self.conflicts,
             "fills_recovered": self.fills_recovered,
             "fills_known": self.fills_known,
             "fills_unmatched": len(self.fills_unmatched),
@@ -70,23 +73,52 @@ class Reconciler:
         self.engine = engine
         self.tracker = engine.tracker
 
-    async def run(self) -> ReconcileReport:
+    async def run(self, attempts: int = 3, backoff_s: float = 1.0) -> ReconcileReport:
         report = ReconcileReport()
         for venue in self.engine.router.venues.values():
-            try:
-                await self._venue(venue, report)
-            except Exception as exc:  # a venue that cannot answer leaves its orders as they are
-                log.error("reconciliation with %s failed: %s", venue.name, exc)
-                report.errors.append(f"{venue.name}: {type(exc).__name__}: {exc}")
-        if report.position_mismatches and self.engine.halt is not None:
-            detail = "; ".join(
-                f"{s}: ours {v['ours']} vs venue {v['venue']}"
-                for s, v in sorted(report.position_mismatches.items())
+            for attempt in range(1, attempts + 1):
+                try:
+                    await self._venue(venue, report)
+                    break
+                except Exception as exc:
+                    log.error(
+                        "reconciliation with %s failed (attempt %d/%d): %s",
+                        venue.name,
+                        attempt,
+                        attempts,
+                        exc,
+                    )
+                    if attempt == attempts:
+                        report.errors.append(f"{venue.name}: {type(exc).__name__}: {exc}")
+                        await self._unchecked(venue)
+                    else:
+                        await asyncio.sleep(backoff_s * attempt)
+        problems = []
+        if report.position_mismatches:
+            problems.append(
+                "position mismatch: "
+                + "; ".join(
+                    f"{s}: ours {v['ours']} vs venue {v['venue']}"
+                    for s, v in sorted(report.position_mismatches.items())
+                )
             )
-            await self.engine.halt("reconciliation", f"position mismatch at start: {detail}")
+        if report.conflicts:
+            problems.append(f"orders open at the venue but closed in our book: {report.conflicts}")
+        if report.errors:
+            problems.append(f"venues that could not be reconciled: {report.errors}")
+        if problems and self.engine.halt is not None:
+            await self.engine.halt("reconciliation", "at start: " + " | ".join(problems))
         if not report.clean:
             log.warning("reconciliation flagged: %s", report.summary())
         return report
+
+    async def _unchecked(self, venue: Any) -> None:
+        """A venue that could not be asked: its open orders are UNKNOWN, so that the
+        resolver keeps querying them (and a poll follows them once found)."""
+        for live in self.tracker.open_orders(venue.name):
+            await self.engine.mark_unknown(
+                live.order, venue, "reconciliation: the venue could not be asked"
+            )
 
     async def _venue(self, venue: Any, report: ReconcileReport) -> None:
         store = self.tracker.store
@@ -107,8 +139,11 @@ class Reconciler:
                 live.order, venue, "reconciliation: not found at the venue; outcome unknown"
             )
         for coid in at_venue:
-            if store.get(coid) is None:
+            record = store.get(coid)
+            if record is None:
                 report.orphans.append(coid)
+            elif record.status.is_terminal:  # we closed it; the venue still has it open
+                report.conflicts.append(coid)
         since = _now(self.engine) - dt.timedelta(seconds=self.engine.fills_lookback_s)
         for fill in await venue.fills_since(since):
             if store.get(fill.client_order_id) is None:

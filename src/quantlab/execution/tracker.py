@@ -141,6 +141,9 @@ class OrderTracker:
             return self._late_fill(fill)
         total = live.filled + fill.quantity
         if total > live.order.quantity:
+            if self.store.has_fill(fill.venue, fill.trade_id):  # a repeat, not an overfill
+                self.duplicate_fills += 1
+                return None
             self.overfills += 1
             log.error(
                 "overfill refused: order %s qty %s, filled %s, fill %s",

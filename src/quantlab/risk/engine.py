@@ -265,6 +265,21 @@ class RiskEngine:
         self.approved += 1
         await bus.publish(topics.orders("approved"), order, msg_id=order.client_order_id)
 
+    def seed(self, open_orders: list[Order], fills: list[Fill]) -> None:
+        """Rebuild the exposure and equity books from the order book of record (a restart):
+        the open orders first, then every fill, as if they had come over the bus."""
+        for order in open_orders:
+            self.book.add_order(order)
+            self.sides.add(order)
+        for fill in fills:
+            if self.book.apply_fill(fill):
+                self.sides.fill(fill)
+                try:
+                    base: str | None = self.instruments[fill.symbol].base
+                except ValidationError:
+                    base = None
+                self.equity.apply(fill, base)
+
     async def _on_fill(self, envelope: Envelope) -> None:
         fill: Fill = envelope.payload
         if not self.book.apply_fill(fill):

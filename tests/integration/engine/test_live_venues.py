@@ -63,3 +63,14 @@ async def test_orders_are_routed_by_symbol_and_a_restart_reconciles(
         assert report.fills_recovered == 0
         assert second.orders.height >= orders.height  # the same book, carried over
         assert max(fake.create_count.values()) == 1
+        # The restarted builder and risk manager count the first life's fills as exposure.
+        fills = second.fills.with_columns(
+            signed=pl.when(pl.col("side") == "buy")
+            .then(pl.col("quantity"))
+            .otherwise(-pl.col("quantity"))
+        )
+        net = dict(fills.group_by("symbol").agg(pl.col("signed").sum()).iter_rows())
+        assert net
+        for symbol, quantity in net.items():
+            assert node.risk.book.position(symbol) == quantity
+            assert node.builder.book.position(symbol) == quantity

@@ -347,3 +347,112 @@ async def test_reconciliation_adopts_closes_flags_and_recovers_fills(tmp_path: P
     assert third.halts[0][0] == "reconciliation"
     assert "BTC/USD: ours 2.0 vs venue 3" in third.halts[0][1]
     await third.close()
+
+
+def halted_event() -> BreakerEvent:
+    return BreakerEvent(
+        state=BreakerState.HALTED,
+        previous=BreakerState.ACTIVE,
+        trigger="kill_switch",
+        reason="manual kill",
+        timestamp=T0,
+    )
+
+
+async def test_orders_approved_before_a_halt_are_never_sent(harness: Harness) -> None:
+    await harness.bus.publish(topics.risk("breaker"), halted_event())
+    await harness.bus.drain(timeout=5)
+    queued = make_order(30)
+    await harness.engine.submit(queued)  # approved earlier, still in the queue
+    assert harness.venue.submits == []
+    assert harness.status(queued) is S.REJECTED
+    assert harness.engine.refused_halted == 1
+
+
+async def test_a_halt_during_a_submission_cancels_the_order_when_the_venue_answers(
+    harness: Harness,
+) -> None:
+    order = make_order(31)
+    gate = asyncio.Event()
+    submit = harness.venue.submit
+
+    async def slow_submit(o: Order) -> None:
+        await gate.wait()
+        await submit(o)
+
+    harness.venue.submit = slow_submit  # type: ignore[method-assign]
+    task = asyncio.create_task(harness.engine.submit(order))
+    await asyncio.sleep(0.01)
+    await harness.bus.publish(topics.risk("breaker"), halted_event())
+    await harness.bus.drain(timeout=5)
+    assert harness.venue.cancels == []  # in flight: nothing to cancel yet
+    gate.set()
+    await task
+    assert harness.venue.cancels == [order.client_order_id]
+
+
+async def test_an_order_the_venue_acknowledged_and_then_lost_is_never_closed_by_us(
+    tmp_path: Path,
+) -> None:
+    venue = ScriptedVenue()
+    h = Harness(tmp_path / "book.db", venue, not_found_grace_s=0.0)
+    await h.start()
+    order = make_order(32)
+    await h.engine.submit(order)
+    assert h.status(order) is S.ACCEPTED
+    venue.orders.clear()  # the venue no longer finds it
+    await h.engine.mark_unknown(order, venue, "lost track")
+    assert await h.engine.resolve_unknown() == 0
+    assert h.status(order) is S.UNKNOWN  # flagged, not REJECTED: it may have traded
+    assert h.engine.resolved["acknowledged_missing"] == 1
+    await h.close()
+
+
+async def test_a_venue_that_cannot_be_reconciled_halts_and_its_orders_become_unknown(
+    tmp_path: Path,
+) -> None:
+    venue = ScriptedVenue()
+    db = tmp_path / "book.db"
+    first = Harness(db, venue)
+    await first.start()
+    order = make_order(33)
+    await first.engine.submit(order)
+    await first.close()
+
+    async def down() -> list[VenueOrderState]:
+        raise ConnectionError("venue unreachable")
+
+    venue.open_orders = down  # type: ignore[method-assign]
+    second = Harness(db, venue, reconcile=True)
+    second.engine.reconcile_backoff_s = 0.0
+    await second.start()
+    report = second.engine.reconciliation
+    assert report is not None
+    assert report.errors == ["scripted: ConnectionError: venue unreachable"]
+    assert second.status(order) is S.UNKNOWN  # the resolver keeps asking
+    assert second.halts
+    assert "could not be reconciled" in second.halts[0][1]
+    await second.close()
+
+
+async def test_an_order_open_at_the_venue_but_closed_in_our_book_halts(tmp_path: Path) -> None:
+    venue = ScriptedVenue()
+    db = tmp_path / "book.db"
+    first = Harness(db, venue, not_found_grace_s=0.0)
+    await first.start()
+    order = make_order(34)
+    venue.submit_error = VenueUnknownError("timeout")
+    await first.engine.submit(order)
+    venue.orders.pop(order.client_order_id)
+    await first.engine.resolve_unknown()  # absent past the grace: closed as never arrived
+    assert first.status(order) is S.REJECTED
+    await first.close()
+    venue.orders[order.client_order_id] = venue.state(order)  # ...and then it showed up
+    second = Harness(db, venue, reconcile=True)
+    await second.start()
+    report = second.engine.reconciliation
+    assert report is not None
+    assert report.conflicts == [order.client_order_id]
+    assert second.halts
+    assert "closed in our book" in second.halts[0][1]
+    await second.close()

@@ -778,9 +778,18 @@ class AlpacaVenue:
         )
         async with self._report_lock:
             for tracked, found in pairs:
-                for report in self._changes(tracked, found, fills.get(tracked.client_order_id, [])):
-                    if self._listener is not None:
+                before = (tracked.reported, tracked.open)
+                reports = self._changes(tracked, found, fills.get(tracked.client_order_id, []))
+                for i, report in enumerate(reports):
+                    if self._listener is None:
+                        continue
+                    try:
                         await self._listener(report)
+                    except BaseException:
+                        # Not delivered (the listener failed, or the poll was canceled): the
+                        # rest is reported again by the next poll, never lost.
+                        self._undeliver(tracked, reports[i:], before)
+                        raise
 
     def _changes(
         self, tracked: _Tracked, found: AlpacaOrder, fills: Iterable[Fill]
@@ -827,6 +836,22 @@ class AlpacaVenue:
                     )
                     tracked.open = False
         return out
+
+    def _undeliver(
+        self,
+        tracked: _Tracked,
+        reports: list[VenueReport],
+        before: tuple[OrderStatus | None, bool],
+    ) -> None:
+        for report in reports:
+            if isinstance(report, Fill) and report.trade_id in self._delivered:
+                self._delivered.discard(report.trade_id)
+                tracked.delivered_qty -= report.quantity
+        # Follow the order again from where the last delivered report left it.
+        tracked.reported, tracked.open = before[0], True
+        # The next poll reads activities from the last delivered fill on.
+        delivered = [f.timestamp for f in tracked.fills.values() if f.trade_id in self._delivered]
+        tracked.last_fill_at = max(delivered, default=None)
 
     def _mark_delivered(self, tracked: _Tracked, fill: Fill) -> bool:
         tracked.fills[fill.trade_id] = fill

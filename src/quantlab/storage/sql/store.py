@@ -214,6 +214,36 @@ class SqlOrderStore:
                 select(_ORDERS.c.id).where(_ORDERS.c.client_order_id == client_order_id)
             ).scalar_one_or_none()
 
+    def fills(self) -> list[Fill]:
+        """Every fill as a `Fill` message, in time order (to rebuild in-memory books after a
+        restart)."""
+        with self._session() as session:
+            rows = session.execute(
+                select(FillRow, OrderRow.client_order_id, OrderRow.symbol, OrderRow.side)
+                .add_columns(OrderRow.strategy_id)
+                .join(OrderRow, FillRow.order_id == OrderRow.id)
+                .order_by(FillRow.timestamp, FillRow.trade_id)
+            ).all()
+            return [
+                Fill(
+                    fill_id=f.id,
+                    order_id=f.order_id,
+                    client_order_id=coid,
+                    symbol=symbol,
+                    side=side,
+                    price=f.price,
+                    quantity=f.quantity,
+                    fee=f.fee,
+                    fee_currency=f.fee_currency,
+                    liquidity=f.liquidity,
+                    timestamp=f.timestamp,
+                    venue=f.venue,
+                    trade_id=f.trade_id,
+                    strategy_id=strategy,
+                )
+                for f, coid, symbol, side, strategy in rows
+            ]
+
     # -- frames for research and reports -------------------------------------------------
     def orders_frame(self) -> pl.DataFrame:
         """Every order as a Polars frame, in creation order."""

@@ -205,6 +205,32 @@ async def test_partial_fills_arrive_through_polls_each_once(fake: FakeAlpacaTrad
     assert afters[0] < afters[-1]
 
 
+async def test_a_report_the_listener_failed_on_is_reported_again(
+    fake: FakeAlpacaTrading,
+) -> None:
+    fake.fill_mode, fake.parts = "partial", 2
+    venue, rec = make_venue(fake)
+    o = order(qty="2")
+    await venue.submit(o)
+    await venue.poll()
+    assert rec.kinds() == ["accepted", "fill"]
+    fake.advance()  # the second half fills: a fill, then the order is closed
+    failed: list[object] = []
+
+    async def failing_once(report: Any) -> None:
+        if not failed:
+            failed.append(report)
+            raise RuntimeError("database is locked")
+        await rec(report)
+
+    venue.set_listener(failing_once)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        await venue.poll()
+    await venue.poll()  # the fill the listener failed on comes again, once
+    assert rec.kinds() == ["accepted", "fill", "fill"]
+    assert len({f.trade_id for f in rec.fills}) == 2
+
+
 async def test_market_order_and_auto_advance_per_poll(fake: FakeAlpacaTrading) -> None:
     fake.fill_mode, fake.parts, fake.advance_on_poll = "partial", 2, True
     fake.prices["MSFT"] = Decimal("401.25")
