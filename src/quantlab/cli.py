@@ -204,6 +204,12 @@ def _print_summary(result: RunResult) -> None:
                 f"unrealized {pnl['unrealized']:.8f}, fees {pnl['fees']:.8f})",
             )
         )
+    if s.pnl_base is not None:
+        b = s.pnl_base
+        text = f"{b['pnl']:.8f} (equity {b['equity']:.8f}, cash {b['cash']:.8f})"
+        if b["unconverted"]:
+            text += f"; no rate for {', '.join(b['unconverted'])} (set portfolio.fx)"
+        rows.append((f"PnL in {b['currency']}", text))
     rows += [
         ("wall time", f"{s.wall_s:.3f} s"),
         ("events/s", f"{s.events_per_s:,.0f}"),

@@ -180,6 +180,28 @@ class RiskConfig(_Section):
     )
 
 
+class PortfolioConfig(_Section):
+    """Settlement: PnL per quote currency, and in one base currency when it is set."""
+
+    base_currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z0-9]{2,10}$",
+        description="convert PnL, cash and equity into this currency (unset: per currency)",
+    )
+    fx: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description="fixed rates CCY -> base currency, for currencies no traded symbol prices",
+    )
+
+    @field_validator("fx")
+    @classmethod
+    def _positive(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        bad = {k: str(r) for k, r in v.items() if not (r.is_finite() and r > 0)}
+        if bad:
+            raise ValueError(f"fx rates must be > 0, got {bad}")
+        return v
+
+
 class VenueConfig(BaseModel):
     """One venue of `[[execution.venues]]`: ``type`` picks the adapter, the rest is its
     configuration (checked by the adapter's own config when the engine builds it)."""
@@ -314,6 +336,7 @@ class Settings(BaseSettings):
     models: ModelsConfig = ModelsConfig()
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
     storage: StorageConfig = StorageConfig()
     live: LiveConfig = LiveConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

@@ -229,7 +229,9 @@ class Node:
         )
         self.venues = build_venues(s, self.instruments, trading)
         self.venue = next(v for v in self.venues if v.name == ex.venue)
-        self.settlement = SettlementEngine(self.instruments)
+        self.settlement = SettlementEngine(
+            self.instruments, base_currency=s.portfolio.base_currency, fx=dict(s.portfolio.fx)
+        )
         # A backtest's own database is scratch (the run can be recomputed): no fsync per commit.
         durable = mode == "live" or s.storage.db_url is not None
         self._sql = make_engine(self.db_url, durable=durable)
@@ -414,6 +416,7 @@ class Node:
             strategy=self.strategies.stats(),
             sketches=self.sketches.metrics(),
             risk=self.risk.stats(),
+            pnl_base=self.settlement.in_base(),
             execution=self.execution.stats(),
         )
         weights = pl.DataFrame(

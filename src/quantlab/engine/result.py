@@ -43,6 +43,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     strategy: dict[str, Any] = {}
     sketches: dict[str, Any] = {}
     risk: dict[str, Any] = {}
+    pnl_base: dict[str, Any] | None = None
     execution: dict[str, Any] = {}
 
     def to_json(self) -> bytes:

@@ -3,6 +3,12 @@
 Conventions: realized PnL is booked when a fill reduces a position, against the average cost;
 a fill that crosses zero closes the old position and opens the rest at the fill price; fees
 are kept apart (total PnL = realized + unrealized - fees).
+
+Cash is kept per currency: a buy pays ``price * quantity`` of the quote currency, a sell
+receives it, a fee is paid in its own currency. Per quote currency, with every fee in that
+currency, ``cash + sum(quantity * mark) == realized + unrealized - fees`` (starting from no
+cash): the accounting identity the property tests check. `Converter` turns amounts into one
+base currency with the latest marks (``BTC/USD`` or ``USD/BTC`` traded, or a configured rate).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from quantlab.core.enums import Side
+from quantlab.core.errors import ValidationError
+from quantlab.core.instruments import split_symbol
 
 ZERO = Decimal(0)
 
@@ -57,16 +65,54 @@ class Position:
 
 @dataclass
 class Portfolio:
-    """Positions by symbol with PnL per currency."""
+    """Positions by symbol, cash by currency, PnL per currency."""
 
     positions: dict[str, Position] = field(default_factory=dict)
     marks: dict[str, Decimal] = field(default_factory=dict)
+    cash: dict[str, Decimal] = field(default_factory=dict)
+    # fees paid in a currency other than their symbol's quote currency
+    other_fees: dict[str, Decimal] = field(default_factory=dict)
 
     def position(self, symbol: str, currency: str) -> Position:
         found = self.positions.get(symbol)
         if found is None:
             found = self.positions[symbol] = Position(symbol, currency)
         return found
+
+    def apply(
+        self,
+        symbol: str,
+        currency: str,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+        fee: Decimal = ZERO,
+        fee_currency: str | None = None,
+    ) -> Decimal:
+        """Book a fill into its position and the cash; returns the PnL it realized.
+
+        A fee in another currency than the quote is paid in that currency and counted in
+        the position's `fees` only when it is in the quote currency.
+        """
+        fee_ccy = fee_currency or currency
+        position = self.position(symbol, currency)
+        realized = position.apply(side, quantity, price, fee if fee_ccy == currency else ZERO)
+        self.cash[currency] = self.cash.get(currency, ZERO) - side.sign * quantity * price
+        if fee:
+            self.cash[fee_ccy] = self.cash.get(fee_ccy, ZERO) - fee
+            if fee_ccy != currency:
+                self.other_fees[fee_ccy] = self.other_fees.get(fee_ccy, ZERO) + fee
+        return realized
+
+    def equity_by_currency(self) -> dict[str, Decimal]:
+        """Cash plus positions at their marks (at average cost where no mark exists yet),
+        per quote currency."""
+        out = dict(self.cash)
+        for p in self.positions.values():
+            if p.quantity:
+                mark = self.marks.get(p.symbol, p.avg_price)
+                out[p.currency] = out.get(p.currency, ZERO) + p.quantity * mark
+        return out
 
     def pnl_by_currency(self) -> dict[str, dict[str, Decimal]]:
         out: dict[str, dict[str, Decimal]] = {}
@@ -80,3 +126,49 @@ class Portfolio:
             row["fees"] += p.fees
             row["total"] += p.realized + unrealized - p.fees
         return out
+
+
+class Converter:
+    """Amounts in a currency -> the base currency, at the latest marks.
+
+    The rate of ``CCY`` is the mark of a symbol trading CCY in BASE (``CCY/BASE``,
+    ``CCY-BASE``, ``CCY-PERP`` for a USD base), else 1 / the mark of one trading BASE in CCY,
+    else a configured fixed rate; a currency with none of these is left out and named,
+    never guessed.
+    """
+
+    def __init__(self, base: str, fixed: dict[str, Decimal] | None = None) -> None:
+        self.base = base
+        self.fixed = dict(fixed or {})
+
+    def rate(self, currency: str, marks: dict[str, Decimal]) -> Decimal | None:
+        if currency == self.base:
+            return Decimal(1)
+        inverse: Decimal | None = None
+        for symbol, mark in marks.items():
+            if not mark:
+                continue
+            try:
+                base, quote = split_symbol(symbol)  # BTC-PERP counts as BTC/USD
+            except ValidationError:
+                continue
+            if (base, quote) == (currency, self.base):
+                return mark
+            if (base, quote) == (self.base, currency):
+                inverse = 1 / mark
+        return inverse if inverse is not None else self.fixed.get(currency)
+
+    def convert(
+        self, amounts: dict[str, Decimal], marks: dict[str, Decimal]
+    ) -> tuple[Decimal, list[str]]:
+        """The sum of `amounts` in the base currency, and the currencies without a rate
+        (left out of the sum)."""
+        total, missing = ZERO, []
+        for currency, amount in amounts.items():
+            rate = self.rate(currency, marks)
+            if rate is None:
+                if amount:
+                    missing.append(currency)
+                continue
+            total += amount * rate
+        return total, sorted(missing)

@@ -15,22 +15,34 @@ from quantlab.core.errors import BusError
 from quantlab.core.instruments import InstrumentBook, to_decimal
 from quantlab.core.messages import Fill, MarketBatch, PositionUpdate
 from quantlab.core.schemas import PRICE_COLUMN
-from quantlab.portfolio.accounting import Portfolio
+from quantlab.portfolio.accounting import Converter, Portfolio
 
 
 class SettlementEngine:
     name = "settlement"
 
-    def __init__(self, instruments: InstrumentBook, kind: EventType = EventType.BAR) -> None:
+    def __init__(
+        self,
+        instruments: InstrumentBook,
+        *,
+        base_currency: str | None = None,
+        fx: dict[str, Decimal] | None = None,
+    ) -> None:
         self.instruments = instruments
-        self.kind = kind
         self.portfolio = Portfolio()
+        self.base_currency = base_currency
+        self.converter = Converter(base_currency, fx) if base_currency else None
         self._bus: Bus | None = None
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
         bus.consume(topics.orders("filled"), IdempotentConsumer(self._on_fill), name=self.name)
-        bus.consume(topics.market_data(self.kind), self._on_marks, name=f"{self.name}.marks")
+        for kind in EventType:  # marks from the latest quote mid, trade price or bar close
+            bus.consume(
+                topics.market_data(kind),
+                self._on_marks,
+                name=f"{self.name}.marks.{kind.topic_name}",
+            )
 
     async def stop(self) -> None:
         return None
@@ -39,8 +51,17 @@ class SettlementEngine:
         if self._bus is None:
             raise BusError("SettlementEngine received a fill before start()")
         fill: Fill = envelope.payload
-        position = self.portfolio.position(fill.symbol, self.instruments[fill.symbol].quote)
-        position.apply(fill.side, fill.quantity, fill.price, fill.fee)
+        currency = self.instruments[fill.symbol].quote
+        self.portfolio.apply(
+            fill.symbol,
+            currency,
+            fill.side,
+            fill.quantity,
+            fill.price,
+            fill.fee,
+            fill.fee_currency or currency,
+        )
+        position = self.portfolio.positions[fill.symbol]
         await self._bus.publish(
             topics.portfolio("positions"),
             PositionUpdate(
@@ -57,9 +78,17 @@ class SettlementEngine:
 
     async def _on_marks(self, envelope: Envelope) -> None:
         batch: MarketBatch = envelope.payload
-        last = batch.frame.group_by("symbol").agg(pl.col(PRICE_COLUMN[self.kind]).last())
-        for symbol, price in last.iter_rows():
-            self.portfolio.marks[symbol] = to_decimal(price)
+        if batch.frame.height == 0:
+            return
+        price = (
+            (pl.col("bid") + pl.col("ask")) / 2
+            if batch.kind is EventType.QUOTE
+            else pl.col(PRICE_COLUMN[batch.kind])
+        )
+        last = batch.frame.group_by("symbol").agg(price.last())
+        for symbol, value in last.iter_rows():
+            if value is not None and value > 0:
+                self.portfolio.marks[symbol] = to_decimal(value)
 
     def positions_frame(self) -> pl.DataFrame:
         rows = [
@@ -93,5 +122,27 @@ class SettlementEngine:
     def pnl(self) -> dict[str, dict[str, Decimal]]:
         return self.portfolio.pnl_by_currency()
 
+    def in_base(self) -> dict[str, Any] | None:
+        """PnL, cash and equity converted to `base_currency` (None without one)."""
+        if self.converter is None:
+            return None
+        marks = self.portfolio.marks
+        pnl = {ccy: row["total"] for ccy, row in self.pnl().items()}
+        for ccy, fee in self.portfolio.other_fees.items():
+            pnl[ccy] = pnl.get(ccy, Decimal(0)) - fee
+        total, missing = self.converter.convert(pnl, marks)
+        cash, missing_cash = self.converter.convert(self.portfolio.cash, marks)
+        equity, missing_eq = self.converter.convert(self.portfolio.equity_by_currency(), marks)
+        return {
+            "currency": self.converter.base,
+            "pnl": total,
+            "cash": cash,
+            "equity": equity,
+            "unconverted": sorted(set(missing) | set(missing_cash) | set(missing_eq)),
+        }
+
     def stats(self) -> dict[str, Any]:
-        return {"positions": len(self.portfolio.positions)}
+        return {
+            "positions": len(self.portfolio.positions),
+            "cash": {k: str(v) for k, v in sorted(self.portfolio.cash.items())},
+        }

@@ -12,7 +12,7 @@ from quantlab.core import ids
 from quantlab.core.enums import Liquidity, OrderType, Side, TimeInForce
 from quantlab.core.exposure import ExposureBook
 from quantlab.core.messages import Fill, Order
-from quantlab.portfolio.accounting import Portfolio, Position
+from quantlab.portfolio.accounting import Converter, Portfolio, Position
 
 # Same examples on every run (no example database, no random seed): deterministic tests.
 DETERMINISTIC = settings(derandomize=True, database=None, deadline=None)
@@ -242,3 +242,69 @@ def test_exposure_is_position_plus_open_remainders(ops: list[tuple[str, int, int
         assert book.exposure("ETH/BTC") == position + pending
         for k in range(5):
             assert book.is_open(orders[k].client_order_id) is (k in remaining)
+
+
+# -- the portfolio: several symbols and currencies, cash, conversion -------------------------
+
+SYMBOLS = {"ETH/BTC": "BTC", "LTC/BTC": "BTC", "BTC/USD": "USD", "ETH-PERP": "USD"}
+portfolio_fills = st.lists(
+    st.tuples(st.sampled_from(sorted(SYMBOLS)), sides, quantities, prices, fees),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(DETERMINISTIC, max_examples=200)
+@given(portfolio_fills, st.dictionaries(st.sampled_from(sorted(SYMBOLS)), prices))
+def test_equity_per_currency_equals_pnl_and_positions_equal_the_fills(
+    seq: list[tuple[str, Side, Decimal, Decimal, Decimal]], marks: dict[str, Decimal]
+) -> None:
+    book = Portfolio()
+    signed: dict[str, Decimal] = {}
+    cash: dict[str, Decimal] = {}
+    scale: dict[str, Decimal] = {}
+    for symbol, side, qty, price, fee in seq:
+        ccy = SYMBOLS[symbol]
+        book.apply(symbol, ccy, side, qty, price, fee)
+        signed[symbol] = signed.get(symbol, ZERO) + side.sign * qty
+        cash[ccy] = cash.get(ccy, ZERO) - side.sign * qty * price - fee
+        scale[ccy] = scale.get(ccy, ZERO) + qty * price
+    book.marks.update(marks)
+    for symbol, quantity in signed.items():
+        assert book.positions[symbol].quantity == quantity  # the signed sum of its fills
+    assert book.cash == cash  # exactly: no division on the cash path
+    pnl = book.pnl_by_currency()
+    equity = book.equity_by_currency()
+    for ccy, row in pnl.items():
+        held = sum(
+            (abs(p.quantity) * book.marks.get(p.symbol, p.avg_price))
+            for p in book.positions.values()
+            if p.currency == ccy
+        )
+        # realized + unrealized - fees == the change in equity (cash + marked positions)
+        assert close_enough(row["total"], equity[ccy], scale[ccy] + held)
+
+
+def test_a_fee_in_another_currency_is_paid_in_that_currency() -> None:
+    book = Portfolio()
+    book.apply("ETH/BTC", "BTC", Side.BUY, Decimal("2"), Decimal("0.05"), Decimal("0.3"), "BNB")
+    assert book.cash == {"BTC": Decimal("-0.10"), "BNB": Decimal("-0.3")}
+    assert book.positions["ETH/BTC"].fees == 0
+    assert book.other_fees == {"BNB": Decimal("0.3")}
+
+
+def test_conversion_to_a_base_currency_uses_the_marks_then_fixed_rates() -> None:
+    marks = {"BTC/USDT": Decimal("40000"), "ETH-PERP": Decimal("2500"), "USD/JPY": Decimal("150")}
+    to_usdt = Converter("USDT")
+    assert to_usdt.rate("BTC", marks) == Decimal("40000")
+    assert to_usdt.rate("USDT", marks) == 1
+    to_usd = Converter("USD", {"EUR": Decimal("1.1")})
+    assert to_usd.rate("ETH", marks) == Decimal("2500")  # ETH-PERP is ETH in USD
+    assert to_usd.rate("JPY", marks) == 1 / Decimal("150")  # from USD/JPY, inverted
+    assert to_usd.rate("EUR", marks) == Decimal("1.1")  # configured
+    assert to_usd.rate("BTC", marks) is None  # no BTC/USD price: never guessed
+    total, missing = to_usd.convert(
+        {"USD": Decimal("10"), "EUR": Decimal("2"), "BTC": Decimal("1"), "XRP": ZERO}, marks
+    )
+    assert total == Decimal("10") + Decimal("2.2")
+    assert missing == ["BTC"]  # left out and named; a zero amount needs no rate
