@@ -204,6 +204,20 @@ def _print_summary(result: RunResult) -> None:
                 f"unrealized {pnl['unrealized']:.8f}, fees {pnl['fees']:.8f})",
             )
         )
+    for ccy, c in s.costs.items():
+        rows.append(
+            (
+                f"costs ({ccy})",
+                f"{c['total']:.8f} = fees {c['fee']:.8f} + spread {c['spread']:.8f} + "
+                f"slippage {c['slippage']:.8f} + delay {c['delay']:.8f}",
+            )
+        )
+    if s.ledger:
+        fees = ", ".join(
+            f"fees {row.get('fees', 0):.8f} {ccy}" for ccy, row in s.ledger["expenses"].items()
+        )
+        state = "balanced" if s.ledger["balanced"] else f"UNBALANCED {s.ledger['trial_balance']}"
+        rows.append(("ledger", f"{s.ledger['entries']:,} entries, {state}; {fees}".rstrip("; ")))
     if s.pnl_base is not None:
         b = s.pnl_base
         text = f"{b['pnl']:.8f} (equity {b['equity']:.8f}, cash {b['cash']:.8f})"

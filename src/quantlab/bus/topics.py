@@ -37,7 +37,7 @@ ORDER_EVENTS: Final = frozenset(
 )
 RISK_EVENTS: Final = frozenset({"alert", "breaker"})
 SYSTEM_EVENTS: Final = frozenset({"metric", "log", "deadletter", "alert"})
-PORTFOLIO_EVENTS: Final = frozenset({"positions", "pnl"})
+PORTFOLIO_EVENTS: Final = frozenset({"positions", "pnl", "costs"})
 
 _BAD_CHARS = re.compile(r"[\s*?\[\]]")
 

@@ -47,6 +47,7 @@ from quantlab.ingest.multiplexer import Backoff
 from quantlab.ingest.ports import MarketDataSource
 from quantlab.ingest.quality import QualityConfig
 from quantlab.portfolio import SettlementEngine
+from quantlab.portfolio.costs import CostEngine
 from quantlab.risk import BreakerConfig, RiskEngine, RiskLimits, VarConfig
 from quantlab.signals import StrategyContext, StrategyEngine
 from quantlab.signals.hedge_strategy import HedgeStrategy
@@ -229,6 +230,7 @@ class Node:
         )
         self.venues = build_venues(s, self.instruments, trading)
         self.venue = next(v for v in self.venues if v.name == ex.venue)
+        self.costs = CostEngine(self.instruments)
         self.settlement = SettlementEngine(
             self.instruments, base_currency=s.portfolio.base_currency, fx=dict(s.portfolio.fx)
         )
@@ -264,6 +266,7 @@ class Node:
             self.builder,
             self.risk,
             self.execution,
+            self.costs,
             self.settlement,
             *([self.lake_writer] if self.lake_writer else []),
             self.ingest,
@@ -417,6 +420,8 @@ class Node:
             sketches=self.sketches.metrics(),
             risk=self.risk.stats(),
             pnl_base=self.settlement.in_base(),
+            costs=self.costs.totals(),
+            ledger=self.settlement.ledger_summary(),
             execution=self.execution.stats(),
         )
         weights = pl.DataFrame(

@@ -44,6 +44,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     sketches: dict[str, Any] = {}
     risk: dict[str, Any] = {}
     pnl_base: dict[str, Any] | None = None
+    costs: dict[str, dict[str, Decimal]] = {}
+    ledger: dict[str, Any] = {}
     execution: dict[str, Any] = {}
 
     def to_json(self) -> bytes:

@@ -14,13 +14,14 @@ base currency with the latest marks (``BTC/USD`` or ``USD/BTC`` traded, or a con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
 from quantlab.core.enums import Side
 from quantlab.core.errors import ValidationError
 from quantlab.core.instruments import split_symbol
 
 ZERO = Decimal(0)
+_EXACT = Context(prec=120)
 
 
 @dataclass
@@ -97,9 +98,10 @@ class Portfolio:
         fee_ccy = fee_currency or currency
         position = self.position(symbol, currency)
         realized = position.apply(side, quantity, price, fee if fee_ccy == currency else ZERO)
-        self.cash[currency] = self.cash.get(currency, ZERO) - side.sign * quantity * price
-        if fee:
-            self.cash[fee_ccy] = self.cash.get(fee_ccy, ZERO) - fee
+        with localcontext(_EXACT):  # cash never rounds: it reconciles with the ledger exactly
+            self.cash[currency] = self.cash.get(currency, ZERO) - side.sign * quantity * price
+            if fee:
+                self.cash[fee_ccy] = self.cash.get(fee_ccy, ZERO) - fee
             if fee_ccy != currency:
                 self.other_fees[fee_ccy] = self.other_fees.get(fee_ccy, ZERO) + fee
         return realized

@@ -16,6 +16,7 @@ from quantlab.core.instruments import InstrumentBook, to_decimal
 from quantlab.core.messages import Fill, MarketBatch, PositionUpdate
 from quantlab.core.schemas import PRICE_COLUMN
 from quantlab.portfolio.accounting import Converter, Portfolio
+from quantlab.portfolio.ledger import Ledger, expense_summary, fill_entry
 
 
 class SettlementEngine:
@@ -30,6 +31,8 @@ class SettlementEngine:
     ) -> None:
         self.instruments = instruments
         self.portfolio = Portfolio()
+        # every fill also posts a balanced double-entry journal entry (the payments ledger)
+        self.ledger = Ledger()
         self.base_currency = base_currency
         self.converter = Converter(base_currency, fx) if base_currency else None
         self._bus: Bus | None = None
@@ -62,6 +65,8 @@ class SettlementEngine:
             fill.fee_currency or currency,
         )
         position = self.portfolio.positions[fill.symbol]
+        inst = self.instruments[fill.symbol]
+        self.ledger.post(fill_entry(fill, inst.base, inst.quote))
         await self._bus.publish(
             topics.portfolio("positions"),
             PositionUpdate(
@@ -139,6 +144,16 @@ class SettlementEngine:
             "cash": cash,
             "equity": equity,
             "unconverted": sorted(set(missing) | set(missing_cash) | set(missing_eq)),
+        }
+
+    def ledger_summary(self) -> dict[str, Any]:
+        """Entries, the trial balance per currency (all zero when it balances), expenses."""
+        trial = self.ledger.trial_balance()
+        return {
+            "entries": len(self.ledger),
+            "balanced": all(v == 0 for v in trial.values()),
+            "trial_balance": trial,
+            "expenses": expense_summary(self.ledger),
         }
 
     def stats(self) -> dict[str, Any]:
