@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -217,7 +218,14 @@ def _print_summary(result: RunResult) -> None:
             f"fees {row.get('fees', 0):.8f} {ccy}" for ccy, row in s.ledger["expenses"].items()
         )
         state = "balanced" if s.ledger["balanced"] else f"UNBALANCED {s.ledger['trial_balance']}"
-        rows.append(("ledger", f"{s.ledger['entries']:,} entries, {state}; {fees}".rstrip("; ")))
+        text = f"{s.ledger['entries']:,} entries, {state}; {fees}".rstrip("; ")
+        charged = s.ledger.get("charged", {})
+        if charged:
+            text += "; " + ", ".join(f"{k} {Decimal(v):.4f}" for k, v in charged.items())
+        exhausted = [a["agent"] for a in s.ledger.get("alerts", []) if a["exhausted"]]
+        if exhausted:
+            text += f"; budget exhausted: {', '.join(exhausted)}"
+        rows.append(("ledger", text))
     if s.pnl_base is not None:
         b = s.pnl_base
         text = f"{b['pnl']:.8f} (equity {b['equity']:.8f}, cash {b['cash']:.8f})"

@@ -202,6 +202,46 @@ class PortfolioConfig(_Section):
         return v
 
 
+class CostSpec(_Section):
+    """A price the system pays for something it uses: data, an API, model inference."""
+
+    agent: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="who incurs it")
+    kind: Literal["data", "api", "inference", "compute"] = "data"
+    currency: str = Field("USD", pattern=r"^[A-Z0-9]{2,10}$")
+    per_event: Decimal = Field(
+        Decimal(0), ge=0, description="data: per market event the agent (a source) delivered"
+    )
+    per_row: Decimal = Field(
+        Decimal(0), ge=0, description="inference: per feature row the strategy `agent` scored"
+    )
+    subscription: Decimal = Field(Decimal(0), ge=0, description="a flat price per period")
+    period_days: float = Field(30.0, gt=0, description="the subscription's period")
+
+
+class BudgetSpec(_Section):
+    """A spending limit; exhausted, it stops that agent (see `portfolio.metering`)."""
+
+    agent: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    strategy: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    currency: str = Field(pattern=r"^[A-Z0-9]{2,10}$")
+    limit: Decimal = Field(gt=0)
+    period_days: float | None = Field(None, gt=0, description="unset: a lifetime budget")
+    alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> BudgetSpec:
+        if (self.agent is None) == (self.strategy is None):
+            raise ValueError("a budget names exactly one of agent or strategy")
+        return self
+
+
+class LedgerConfig(_Section):
+    """The payments ledger: what things cost, and the budgets."""
+
+    costs: list[CostSpec] = Field(default_factory=list)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+
+
 class VenueConfig(BaseModel):
     """One venue of `[[execution.venues]]`: ``type`` picks the adapter, the rest is its
     configuration (checked by the adapter's own config when the engine builds it)."""
@@ -337,6 +377,7 @@ class Settings(BaseSettings):
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
+    ledger: LedgerConfig = LedgerConfig()
     storage: StorageConfig = StorageConfig()
     live: LiveConfig = LiveConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

@@ -48,6 +48,8 @@ from quantlab.ingest.ports import MarketDataSource
 from quantlab.ingest.quality import QualityConfig
 from quantlab.portfolio import SettlementEngine
 from quantlab.portfolio.costs import CostEngine
+from quantlab.portfolio.ledger import Budget, BudgetAlert
+from quantlab.portfolio.metering import CostMeter, Price
 from quantlab.risk import BreakerConfig, RiskEngine, RiskLimits, VarConfig
 from quantlab.signals import StrategyContext, StrategyEngine
 from quantlab.signals.hedge_strategy import HedgeStrategy
@@ -234,6 +236,36 @@ class Node:
         self.settlement = SettlementEngine(
             self.instruments, base_currency=s.portfolio.base_currency, fx=dict(s.portfolio.fx)
         )
+        ledger = self.settlement.ledger
+        for b in s.ledger.budgets:
+            ledger.add_budget(
+                Budget(
+                    currency=b.currency,
+                    limit=b.limit,
+                    agent=b.agent,
+                    strategy=b.strategy,
+                    period=dt.timedelta(days=b.period_days) if b.period_days else None,
+                    alert_at=tuple(b.alert_at),
+                )
+            )
+        self.meter = CostMeter(
+            ledger,
+            [
+                Price(
+                    agent=c.agent,
+                    kind=c.kind,
+                    currency=c.currency,
+                    per_event=c.per_event,
+                    per_row=c.per_row,
+                    subscription=c.subscription,
+                    period=dt.timedelta(days=c.period_days),
+                )
+                for c in s.ledger.costs
+            ],
+            self.clock,
+            on_exhausted=self._budget_exhausted,
+        )
+        self.settlement.after_post = self.meter.check_alerts
         # A backtest's own database is scratch (the run can be recomputed): no fsync per commit.
         durable = mode == "live" or s.storage.db_url is not None
         self._sql = make_engine(self.db_url, durable=durable)
@@ -268,12 +300,25 @@ class Node:
             self.execution,
             self.costs,
             self.settlement,
+            self.meter,
             *([self.lake_writer] if self.lake_writer else []),
             self.ingest,
         ]
         self._stop = asyncio.Event()
         self._started: dt.datetime | None = None
         self._t0 = 0.0
+
+    async def _budget_exhausted(self, alert: BudgetAlert) -> None:
+        """A budget ran out: a strategy's stops that strategy; any other agent's halts trading
+        (its cost cannot be stopped from here)."""
+        reason = (
+            f"budget of {alert.agent} exhausted: spent {alert.spent} of {alert.limit} "
+            f"{alert.currency}"
+        )
+        if alert.budget.strategy is not None:
+            self.risk.block_strategy(alert.budget.strategy, reason)
+        else:
+            await self.risk.halt("budget", reason)
 
     @staticmethod
     def risk_state_path(settings: Settings, trading: Trading) -> Path:
@@ -421,7 +466,7 @@ class Node:
             risk=self.risk.stats(),
             pnl_base=self.settlement.in_base(),
             costs=self.costs.totals(),
-            ledger=self.settlement.ledger_summary(),
+            ledger={**self.settlement.ledger_summary(), **self.meter.stats()},
             execution=self.execution.stats(),
         )
         weights = pl.DataFrame(

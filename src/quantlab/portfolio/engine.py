@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +34,7 @@ class SettlementEngine:
         self.portfolio = Portfolio()
         # every fill also posts a balanced double-entry journal entry (the payments ledger)
         self.ledger = Ledger()
+        self.after_post: Callable[[], Awaitable[None]] | None = None
         self.base_currency = base_currency
         self.converter = Converter(base_currency, fx) if base_currency else None
         self._bus: Bus | None = None
@@ -67,6 +69,8 @@ class SettlementEngine:
         position = self.portfolio.positions[fill.symbol]
         inst = self.instruments[fill.symbol]
         self.ledger.post(fill_entry(fill, inst.base, inst.quote))
+        if self.after_post is not None:
+            await self.after_post()  # budget alerts (a fee may cross a strategy's budget)
         await self._bus.publish(
             topics.portfolio("positions"),
             PositionUpdate(

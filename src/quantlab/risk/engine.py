@@ -108,6 +108,7 @@ class RiskEngine:
         self._watcher: asyncio.Task[None] | None = None
         self.approved = 0
         self.denied: Counter[str] = Counter()
+        self.blocked: dict[str, str] = {}  # strategy id -> why it may not trade
         self.breaker_events = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -156,7 +157,8 @@ class RiskEngine:
         """The first limit `order` breaks, or None: synchronous and side-effect free (a
         throttle token is only taken when the order is approved), so it can be timed alone.
 
-        Order: ``halted``, ``bad_quantity``, ``bad_price``, ``unknown_symbol``,
+        Order: ``halted``, ``budget_exhausted`` (a strategy whose budget ran out),
+        ``bad_quantity``, ``bad_price``, ``unknown_symbol``,
         ``stale_data``, ``reduce_only``, ``order_quantity``, ``order_notional``,
         ``price_collar``, ``position_limit``, ``rate_limit``, ``var_limit``.
         """
@@ -168,6 +170,12 @@ class RiskEngine:
                 "halted",
                 f"{symbol}: breaker HALTED since {record.timestamp.isoformat()} "
                 f"({record.trigger}: {record.reason}); order {order.client_order_id} refused",
+            )
+        if self.blocked and order.strategy_id in self.blocked:
+            return Denial(
+                "budget_exhausted",
+                f"{symbol}: strategy {order.strategy_id!r} stopped: "
+                f"{self.blocked[order.strategy_id]}; order {order.client_order_id} refused",
             )
         denial = check_values(order)
         if denial is not None:
@@ -389,6 +397,11 @@ class RiskEngine:
         """HALTED by an outside decision; reconciliation calls ``halt("reconciliation", ...)``
         on a position mismatch (it fits `quantlab.execution.engine.Halt`)."""
         await self._publish(self.breaker.halt(trigger, reason))
+
+    def block_strategy(self, strategy_id: str, reason: str) -> None:
+        """Stop one strategy (its budget is exhausted): its orders are denied
+        ``budget_exhausted``; the others trade on."""
+        self.blocked[strategy_id] = reason
 
     async def kill(self, reason: str) -> None:
         """The manual kill switch: HALTED."""
