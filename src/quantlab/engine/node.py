@@ -59,6 +59,7 @@ from quantlab.storage.lake import Lake
 from quantlab.storage.lake_writer import LakeWriter
 from quantlab.storage.signal_log import SignalLog, read_signals, signals_frame
 from quantlab.storage.sql.engine import claim_trading_mode, make_engine, upgrade
+from quantlab.storage.sql.portfolio_store import SqlPortfolioStore
 from quantlab.storage.sql.store import SqlOrderStore
 
 Progress = Callable[[int, int], None]
@@ -232,6 +233,7 @@ class Node:
         )
         self.venues = build_venues(s, self.instruments, trading)
         self.venue = next(v for v in self.venues if v.name == ex.venue)
+        self.portfolio_store: SqlPortfolioStore | None = None  # set once the SQL engine exists
         self.costs = CostEngine(self.instruments)
         self.settlement = SettlementEngine(
             self.instruments, base_currency=s.portfolio.base_currency, fx=dict(s.portfolio.fx)
@@ -275,6 +277,9 @@ class Node:
             else None
         )
         self.store = SqlOrderStore(self._sql, status_engine=self._sql_status)
+        self.portfolio_store = SqlPortfolioStore(self._sql)
+        self.costs.store = self.portfolio_store
+        self.settlement.store = self.portfolio_store
         self.execution = ExecutionEngine(
             Router(self.venues, default=ex.venue, routes=ex.routes),
             OrderTracker(self.store),

@@ -38,6 +38,7 @@ from quantlab.core.clock import datetime_to_ns
 from quantlab.core.enums import EventType, Side
 from quantlab.core.instruments import InstrumentBook, to_decimal
 from quantlab.core.messages import Fill, MarketBatch, Order, Signal
+from quantlab.portfolio.ports import PortfolioStore
 
 _ZERO = Decimal(0)
 _KEEP = 100_000  # decisions and orders remembered (a bounded map)
@@ -85,8 +86,15 @@ class CostEngine:
 
     name = "costs"
 
-    def __init__(self, instruments: InstrumentBook, *, window: int = 500) -> None:
+    def __init__(
+        self,
+        instruments: InstrumentBook,
+        *,
+        window: int = 500,
+        store: PortfolioStore | None = None,
+    ) -> None:
         self.instruments = instruments
+        self.store = store
         self.window = window
         self.records: list[CostRecord] = []
         self._decisions: _Bounded = _Bounded()  # signal_id -> (mid, half spread)
@@ -206,6 +214,8 @@ class CostEngine:
             self.unattributed += 1
             return
         self.records.append(record)
+        if self.store is not None:
+            self.store.record_cost(record)
         if self._bus is not None:
             await self._bus.publish(
                 topics.portfolio("costs"), record, msg_id=f"cost:{fill.fill_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ import polars as pl
 from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
 from quantlab.bus.idempotent import IdempotentConsumer
+from quantlab.core.clock import ns_to_datetime
 from quantlab.core.enums import EventType
 from quantlab.core.errors import BusError
 from quantlab.core.instruments import InstrumentBook, to_decimal
@@ -18,6 +20,7 @@ from quantlab.core.messages import Fill, MarketBatch, PositionUpdate
 from quantlab.core.schemas import PRICE_COLUMN
 from quantlab.portfolio.accounting import Converter, Portfolio
 from quantlab.portfolio.ledger import Ledger, expense_summary, fill_entry
+from quantlab.portfolio.ports import PnlSnapshot, PortfolioStore, PositionSnapshot
 
 
 class SettlementEngine:
@@ -29,8 +32,15 @@ class SettlementEngine:
         *,
         base_currency: str | None = None,
         fx: dict[str, Decimal] | None = None,
+        store: PortfolioStore | None = None,
+        snapshot_every_s: float = 60.0,
     ) -> None:
         self.instruments = instruments
+        self.store = store
+        self.snapshot_every_ns = int(snapshot_every_s * 1e9)
+        self._last_snapshot_ns: int | None = None
+        self.snapshots = 0
+        self._latest_ns = 0
         self.portfolio = Portfolio()
         # every fill also posts a balanced double-entry journal entry (the payments ledger)
         self.ledger = Ledger()
@@ -50,7 +60,8 @@ class SettlementEngine:
             )
 
     async def stop(self) -> None:
-        return None
+        if self._last_snapshot_ns is not None:  # the final state, whatever the cadence
+            await self.snapshot(ns_to_datetime(max(self._last_snapshot_ns, self._latest_ns)))
 
     async def _on_fill(self, envelope: Envelope) -> None:
         if self._bus is None:
@@ -68,7 +79,9 @@ class SettlementEngine:
         )
         position = self.portfolio.positions[fill.symbol]
         inst = self.instruments[fill.symbol]
-        self.ledger.post(fill_entry(fill, inst.base, inst.quote))
+        entry = fill_entry(fill, inst.base, inst.quote)
+        if self.ledger.post(entry) and self.store is not None:
+            self.store.record_entry(entry)
         if self.after_post is not None:
             await self.after_post()  # budget alerts (a fee may cross a strategy's budget)
         await self._bus.publish(
@@ -98,6 +111,54 @@ class SettlementEngine:
         for symbol, value in last.iter_rows():
             if value is not None and value > 0:
                 self.portfolio.marks[symbol] = to_decimal(value)
+        at = batch.ts_max
+        self._latest_ns = max(self._latest_ns, at)
+        if at and (
+            self._last_snapshot_ns is None or at - self._last_snapshot_ns >= self.snapshot_every_ns
+        ):
+            self._last_snapshot_ns = at
+            await self.snapshot(ns_to_datetime(at))
+
+    async def snapshot(self, at: dt.datetime) -> list[PnlSnapshot]:
+        """Positions and PnL now: kept in the store, PnL published on ``portfolio.pnl``."""
+        marks = self.portfolio.marks
+        positions = [
+            PositionSnapshot(
+                timestamp=at,
+                symbol=p.symbol,
+                currency=p.currency,
+                quantity=p.quantity,
+                avg_price=p.avg_price,
+                mark=marks.get(p.symbol),
+                realized=p.realized,
+                unrealized=p.unrealized(marks.get(p.symbol)),
+                fees=p.fees,
+            )
+            for p in sorted(self.portfolio.positions.values(), key=lambda p: p.symbol)
+        ]
+        equity = self.portfolio.equity_by_currency()
+        pnl = [
+            PnlSnapshot(
+                timestamp=at,
+                currency=ccy,
+                realized=row["realized"],
+                unrealized=row["unrealized"],
+                fees=row["fees"],
+                total=row["total"],
+                cash=self.portfolio.cash.get(ccy, Decimal(0)),
+                equity=equity.get(ccy, Decimal(0)),
+            )
+            for ccy, row in sorted(self.pnl().items())
+        ]
+        if self.store is not None and (positions or pnl):
+            self.store.record_snapshot(positions, pnl)
+        if self._bus is not None:
+            for row in pnl:
+                await self._bus.publish(
+                    topics.portfolio("pnl"), row, msg_id=f"pnl:{row.currency}:{at.isoformat()}"
+                )
+        self.snapshots += 1
+        return pnl
 
     def positions_frame(self) -> pl.DataFrame:
         rows = [

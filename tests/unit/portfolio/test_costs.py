@@ -92,3 +92,31 @@ def test_the_ledger_balances_and_reconciles_with_cash_positions_and_fees(run: No
     tiny = Decimal("1e-20")
     assert abs(fees - run.costs.totals()["BTC"]["fee"]) < tiny
     assert abs(fees - settlement.pnl()["BTC"]["fees"]) < tiny
+
+
+def test_ledger_costs_and_snapshots_are_kept_in_sql_and_read_back_exactly(run: Node) -> None:
+    from quantlab.portfolio.ledger import Ledger
+
+    store = run.portfolio_store
+    assert store is not None
+    entries = store.entries()
+    assert len(entries) == len(run.settlement.ledger)
+    rebuilt = Ledger()
+    assert rebuilt.post_all(entries) == len(entries)  # every entry balanced, read back
+    assert rebuilt.balances() == run.settlement.ledger.balances()  # digit for digit
+    costs = store.costs()
+    assert len(costs) == len(run.costs.records)
+    by_fill = {r.fill_id: r for r in run.costs.records}
+    for row in costs:
+        assert row["total"] == by_fill[row["fill_id"]].total
+    snapshots = store.pnl_snapshots()
+    # one row per snapshot time (none before the first fill; the final one replaces a
+    # snapshot taken at the same time)
+    assert 1 < len(snapshots) <= run.settlement.snapshots
+    last = snapshots[-1]
+    pnl = run.settlement.pnl()["BTC"]
+    assert (last["currency"], last["total"], last["fees"]) == ("BTC", pnl["total"], pnl["fees"])
+    positions = store.position_snapshots()
+    final = {p["symbol"]: p for p in positions if p["timestamp"] == last["timestamp"]}
+    for symbol, position in run.settlement.portfolio.positions.items():
+        assert final[symbol]["quantity"] == position.quantity

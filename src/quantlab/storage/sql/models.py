@@ -6,11 +6,20 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import Enum, ForeignKey, Index, MetaData, String, UniqueConstraint, Uuid
+from sqlalchemy import (
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from quantlab.core.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
-from quantlab.storage.sql.types import Money, UtcDateTime
+from quantlab.storage.sql.types import ExactDecimal, Money, UtcDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -87,3 +96,91 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+
+
+class LedgerEntryRow(Base):
+    """A journal entry of the payments ledger (its postings in `ledger_postings`)."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    timestamp: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    memo: Mapped[str] = mapped_column(String(256))
+    agent: Mapped[str] = mapped_column(String(64), index=True)
+    strategy: Mapped[str | None] = mapped_column(String(64), index=True)
+
+    postings: Mapped[list[LedgerPostingRow]] = relationship(back_populates="entry")
+
+
+class LedgerPostingRow(Base):
+    __tablename__ = "ledger_postings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(ForeignKey("ledger_entries.id"), index=True)
+    account: Mapped[str] = mapped_column(String(160), index=True)
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal)
+    currency: Mapped[str] = mapped_column(String(16))
+
+    entry: Mapped[LedgerEntryRow] = relationship(back_populates="postings")
+
+
+class CostRow(Base):
+    """The attributed cost of one fill (`portfolio.costs.CostRecord`)."""
+
+    __tablename__ = "costs"
+
+    fill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), index=True)
+    signal_id: Mapped[str] = mapped_column(String(64), index=True)
+    strategy_id: Mapped[str] = mapped_column(String(64), index=True)
+    symbol: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(8))
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal)
+    price: Mapped[Decimal] = mapped_column(ExactDecimal)
+    decision_mid: Mapped[Decimal] = mapped_column(ExactDecimal)
+    arrival_mid: Mapped[Decimal] = mapped_column(ExactDecimal)
+    delay: Mapped[Decimal] = mapped_column(ExactDecimal)
+    spread: Mapped[Decimal] = mapped_column(ExactDecimal)
+    slippage: Mapped[Decimal] = mapped_column(ExactDecimal)
+    fee: Mapped[Decimal] = mapped_column(ExactDecimal)
+    fee_other: Mapped[Decimal] = mapped_column(ExactDecimal)
+    fee_other_currency: Mapped[str] = mapped_column(String(16))
+    funding: Mapped[Decimal] = mapped_column(ExactDecimal)
+    total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    impact: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+
+
+class PositionSnapshotRow(Base):
+    """A symbol's position and PnL at a time (settlement snapshots them as it goes)."""
+
+    __tablename__ = "position_snapshots"
+    __table_args__ = (UniqueConstraint("timestamp", "symbol", name="uq_position_snapshots"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    timestamp: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    symbol: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal)
+    avg_price: Mapped[Decimal] = mapped_column(ExactDecimal)
+    mark: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    realized: Mapped[Decimal] = mapped_column(ExactDecimal)
+    unrealized: Mapped[Decimal] = mapped_column(ExactDecimal)
+    fees: Mapped[Decimal] = mapped_column(ExactDecimal)
+
+
+class PnlSnapshotRow(Base):
+    """PnL, cash and equity per currency at a time."""
+
+    __tablename__ = "pnl_snapshots"
+    __table_args__ = (UniqueConstraint("timestamp", "currency", name="uq_pnl_snapshots"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    timestamp: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    currency: Mapped[str] = mapped_column(String(16))
+    realized: Mapped[Decimal] = mapped_column(ExactDecimal)
+    unrealized: Mapped[Decimal] = mapped_column(ExactDecimal)
+    fees: Mapped[Decimal] = mapped_column(ExactDecimal)
+    total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    cash: Mapped[Decimal] = mapped_column(ExactDecimal)
+    equity: Mapped[Decimal] = mapped_column(ExactDecimal)

@@ -34,6 +34,20 @@ class Money(TypeDecorator[Decimal]):
         return Decimal(value) if not isinstance(value, Decimal) else value.normalize()
 
 
+class ExactDecimal(TypeDecorator[Decimal]):
+    """Decimals kept digit for digit on every backend (text): the ledger's amounts, which
+    may carry more than NUMERIC(38, 18)'s 18 decimals and must reconcile exactly."""
+
+    impl = String(128)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        return None if value is None else format(Decimal(value), "f")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
 class UtcDateTime(TypeDecorator[dt.datetime]):
     """Aware UTC datetimes in and out, whatever the backend stores."""
 
