@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Iterator
 from decimal import Decimal
 
 import numpy as np
@@ -13,11 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantlab.adapters.sim.data import read_bars
-from quantlab.config import load_settings
 from quantlab.core.enums import Side
 from quantlab.core.instruments import to_decimal
-from quantlab.engine import Node, RunResult
+from quantlab.engine import RunResult
 from quantlab.portfolio import Portfolio, analytics
 from quantlab.portfolio.equity import equity_curve, positions_over_time, round_trips
 
@@ -225,20 +221,10 @@ def test_matches_portfolio_on_random_fills(
 # --------------------------------------------------------------------------- a real run
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunResult, pl.DataFrame]]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("QUANTLAB_"):
-                mp.delenv(key)
-        mp.setenv("QUANTLAB_STORAGE__STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        s = load_settings(data={"symbols": ["ETH/BTC"]})
-        result = Node(s, run_dir=tmp_path_factory.mktemp("run")).run()
-        yield result, read_bars(list(s.data.paths), symbols=s.data.symbols)
-
-
-def test_real_run_final_pnl_matches_settlement(run: tuple[RunResult, pl.DataFrame]) -> None:
-    result, b = run
+def test_real_run_final_pnl_matches_settlement(
+    eth_backtest: tuple[RunResult, pl.DataFrame],
+) -> None:
+    result, b = eth_backtest
     assert result.fills.height > 10
     curve = equity_curve(result.fills, b, currency="BTC", starting_cash=1)
     total = float(result.summary.pnl["BTC"]["total"])

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
-from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
 import pytest
 
-from quantlab.adapters.sim.data import read_bars
-from quantlab.config import load_settings
-from quantlab.engine import Node, RunResult
+from quantlab.engine import RunResult
 from quantlab.portfolio import analytics
 from quantlab.portfolio.equity import equity_curve, positions_over_time, round_trips
 from quantlab.portfolio.tearsheet import TearSheet, tear_sheet, tear_sheet_for_run
@@ -36,18 +32,6 @@ def render(sheet: TearSheet) -> object:
     return model
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunResult, pl.DataFrame]]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("QUANTLAB_"):
-                mp.delenv(key)
-        mp.setenv("QUANTLAB_STORAGE__STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        s = load_settings(data={"symbols": ["ETH/BTC"]})
-        result = Node(s, run_dir=tmp_path_factory.mktemp("run")).run()
-        yield result, read_bars(list(s.data.paths), symbols=s.data.symbols)
-
-
 def test_synthetic_curve_stats_and_plots() -> None:
     rng = np.random.default_rng(7)
     equity = 100 * np.cumprod(1 + rng.normal(0, 0.01, 200))
@@ -66,8 +50,8 @@ def test_synthetic_curve_stats_and_plots() -> None:
         tear_sheet(curve, window=1)
 
 
-def test_run_tear_sheet(run: tuple[RunResult, pl.DataFrame]) -> None:
-    result, bars = run
+def test_run_tear_sheet(eth_backtest: tuple[RunResult, pl.DataFrame]) -> None:
+    result, bars = eth_backtest
     sheet = tear_sheet_for_run(result, bars)
     curve = sheet.equity
     fills = result.fills  # one symbol, quoted in BTC
