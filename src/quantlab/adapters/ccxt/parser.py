@@ -132,6 +132,8 @@ def _json_reason(data: str | bytes, exc: Exception) -> str:
         msgspec.json.decode(data)
     except msgspec.DecodeError as again:
         return decode_error_reason(again)
+    except UnicodeDecodeError:  # invalid UTF-8 inside a JSON string: not JSON text at all
+        return MALFORMED_JSON
     return decode_error_reason(exc)
 
 

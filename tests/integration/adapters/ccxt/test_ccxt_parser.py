@@ -498,3 +498,9 @@ def test_public_names_are_sorted() -> None:
     names = list(ccxt_adapter.__all__)
     assert names == sorted(names, key=lambda n: (not n.isupper(), not n[:1].isupper(), n))
     assert all(hasattr(ccxt_adapter, n) for n in names)
+
+
+def test_invalid_utf8_inside_a_json_string_is_malformed_not_a_crash() -> None:
+    # Found by the property above: msgspec raises UnicodeDecodeError, not DecodeError, here.
+    item = handler_error(json.JSONDecodeError("x", "doc", 0), b'"\x80"')
+    assert item.reason == "malformed_json"
