@@ -34,12 +34,12 @@ digit as stored) and the same PnL per currency, exactly in Decimal. The conventi
   ``closed * (price - avg) * sign(position)``, one crossing zero opens the rest at its
   price; unrealized = ``position * (mark - avg)``, mark = the symbol's last close; total =
   realized + unrealized - fees; Decimal in the default 28-digit context, like the engine.
-* **Batches**: the engine is run with one bar per symbol per batch (``ingest.batch_size =
-  number of symbols``; every symbol has a bar at every 5-minute step), so an IOC order's
-  outcome is known before the next step's signals are sized. With larger batches the order
-  builder sizes a signal against the *full* quantity of an earlier IOC order of the same
-  batch that the venue will cancel (its cancel arrives after the batch's signals), so the
-  exposure (and the trades) depend on the batch size: this test pins the causal rule above.
+* **Batches**: the engine runs with its default 1,000-row batches, many decision times each.
+  Before the signals of each time go out, the strategy engine lets what the earlier ones
+  caused settle (`InProcessBus.settle`): an IOC order's fill or cancel is known before the
+  next time's signals are sized, as it is live, where those times are 5 minutes apart.
+  (Without that step the builder sized against the full quantity of an earlier IOC order
+  still open, to be canceled, and the trades depended on the batch size; this test found it.)
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ talib = pytest.importorskip("talib")
 
 DATA_FILE = "binance_btc_pairs_5m_2018-01.parquet"
 SYMBOLS = ["ETH/BTC", "LTC/BTC", "XLM/BTC"]
-END = dt.datetime(2018, 1, 17, tzinfo=dt.UTC)  # exclusive; the data start on 2018-01-10
+END = dt.datetime(2018, 2, 1, tzinfo=dt.UTC)  # exclusive: the whole recording (from 2018-01-10)
 FAST, SLOW = 12, 26
 NOTIONAL = Decimal("1")  # BTC per position
 SPREAD_BPS = 5.0
@@ -96,7 +96,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
             "taker_fee_bps": str(TAKER_BPS),
         },
         risk={"max_position_notional": "1000", "max_order_notional": "1000"},
-        ingest={"batch_size": len(SYMBOLS)},  # one 5-minute step per batch (module doc)
+        ingest={"batch_size": 1000},  # the default: many decision times per batch
     )
     return Node(settings, run_dir=tmp_path_factory.mktemp("crosscheck")).run()
 

@@ -365,6 +365,20 @@ class InProcessBus:
                 f"({ {s.name: s.stats() for s in self._subs} })"
             ) from None
 
+    async def settle(self, own: int = 1, timeout: float = 60.0) -> None:
+        """Wait until every message but the caller's `own` in-flight ones is handled.
+
+        A handler calls it to let the consequences of what it published so far play out
+        before it publishes more (the backtest's strategies between two decision times).
+        """
+        deadline = time.monotonic() + timeout
+        while self._outstanding > own:
+            if time.monotonic() > deadline:
+                raise BusError(
+                    f"bus did not settle within {timeout}s: {self._outstanding} outstanding"
+                )
+            await asyncio.sleep(0)
+
     async def close(self) -> None:
         self._closed = True
         tasks = list(self._tasks.values())

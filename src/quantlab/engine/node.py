@@ -182,6 +182,7 @@ class Node:
                 assumed_spread_bps=s.execution.assumed_spread_bps,
                 features=self.feature_store,
             ),
+            settle=mode == "backtest",
         )
         ex = s.execution
         sizer: Sizer = (

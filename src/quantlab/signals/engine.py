@@ -22,12 +22,18 @@ class StrategyEngine:
 
     name = "strategies"
 
-    def __init__(self, strategies: list[Strategy], ctx: StrategyContext) -> None:
+    def __init__(
+        self, strategies: list[Strategy], ctx: StrategyContext, *, settle: bool = False
+    ) -> None:
         ids = [s.strategy_id for s in strategies]
         if len(set(ids)) != len(ids):
             raise BusError(f"strategy ids must be unique, got {ids}")
         self.strategies = strategies
         self.ctx = ctx
+        # Backtest: a batch holds many decision times. Before the signals of each time go
+        # out, everything the earlier ones caused (orders, fills, cancels) is settled, as it
+        # would be live, where those times are minutes apart.
+        self.settle = settle
         self._bus: Bus | None = None
         self.signals: Counter[str] = Counter()
         self.weights_history: list[ExpertWeights] = []
@@ -43,8 +49,13 @@ class StrategyEngine:
         batch: FeatureBatch = envelope.payload
         if self._bus is None:
             raise BusError("StrategyEngine received features before start()")
+        settle = getattr(self._bus, "settle", None) if self.settle else None
         for strategy in self.strategies:
+            at = None
             for signal in strategy.on_features(batch.frame, self.ctx):
+                if settle is not None and signal.timestamp != at:
+                    await settle()
+                    at = signal.timestamp
                 self.signals[strategy.strategy_id] += 1
                 await self._bus.publish(
                     topics.signals(strategy.strategy_id), signal, msg_id=str(signal.signal_id)

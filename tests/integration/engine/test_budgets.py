@@ -59,14 +59,14 @@ def _span(node: Node) -> tuple[dt.datetime, dt.datetime]:
 
 def test_an_exhausted_strategy_budget_stops_that_strategy(tmp_path: Path) -> None:
     node, result = run(
-        tmp_path, budgets=[{"strategy": "hedge", "currency": "BTC", "limit": "0.01"}]
+        tmp_path, budgets=[{"strategy": "hedge", "currency": "BTC", "limit": "0.002"}]
     )
     alerts = node.meter.alerts
     assert [float(a.fraction) for a in alerts] == [0.5, 0.8, 1.0]
     assert alerts[-1].exhausted
     assert result.summary.denied.get("budget_exhausted", 0) > 0
     assert "hedge" in node.risk.blocked
-    assert alerts[-1].spent >= Decimal("0.01")
+    assert alerts[-1].spent >= Decimal("0.002")
     # The fill whose fee exhausted the budget; orders already approved in the same batch
     # (a batch spans 1,000 bars of 5 minutes) may still go out, none after it.
     fill_id = alerts[-1].entry_id.removeprefix("fill:")
