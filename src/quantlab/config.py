@@ -214,6 +214,9 @@ class CostSpec(_Section):
     per_row: Decimal = Field(
         Decimal(0), ge=0, description="inference: per feature row the strategy `agent` scored"
     )
+    per_call: Decimal = Field(
+        Decimal(0), ge=0, description="api: per order sent to the venue `agent` (one request)"
+    )
     subscription: Decimal = Field(Decimal(0), ge=0, description="a flat price per period")
     period_days: float = Field(30.0, gt=0, description="the subscription's period")
 

@@ -260,6 +260,7 @@ class Node:
                     currency=c.currency,
                     per_event=c.per_event,
                     per_row=c.per_row,
+                    per_call=c.per_call,
                     subscription=c.subscription,
                     period=dt.timedelta(days=c.period_days),
                 )

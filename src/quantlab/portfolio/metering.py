@@ -2,8 +2,9 @@
 and budgets watched.
 
 Prices come from configuration (`Price`): a data source's per-event price (charged on each
-market batch it delivered, by `MarketBatch.source`), a flat subscription accrued pro rata
-with the clock, and an inference price per feature row scored (each feature row is one
+market batch it delivered, by `MarketBatch.source`), a venue API's price per call (one per
+order sent to it), a flat subscription accrued pro rata with the clock, and an inference
+price per feature row scored (each feature row is one
 evaluation of the strategy's model). Trading fees come from the fills, which settlement posts
 to the same ledger (and then calls `check_alerts`). After every posting the ledger's budget
 alerts are published on ``risk.alert``; an exhausted budget calls `on_exhausted` (the node
@@ -13,6 +14,7 @@ stops that strategy, or halts trading for any other agent).
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +24,7 @@ from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
 from quantlab.core.clock import Clock, ns_to_datetime
 from quantlab.core.enums import EventType
-from quantlab.core.messages import FeatureBatch, MarketBatch
+from quantlab.core.messages import FeatureBatch, MarketBatch, OrderEvent
 from quantlab.portfolio.ledger import BudgetAlert, Ledger, cost_entry
 
 Exhausted = Callable[[BudgetAlert], Awaitable[None]]
@@ -37,6 +39,7 @@ class Price:
     currency: str = "USD"
     per_event: Decimal = Decimal(0)
     per_row: Decimal = Decimal(0)
+    per_call: Decimal = Decimal(0)
     subscription: Decimal = Decimal(0)
     period: dt.timedelta = dt.timedelta(days=30)
 
@@ -57,7 +60,10 @@ class CostMeter:
         self.on_exhausted = on_exhausted
         self.alerts: list[BudgetAlert] = []
         self.charged: dict[str, Decimal] = {}
-        self._accrued_to: dict[str, int] = {}  # agent -> ns up to which a subscription is paid
+        self._accrued_to: dict[str, int] = {}
+        self._called: OrderedDict[str, None] = (
+            OrderedDict()
+        )  # orders already charged  # agent -> ns up to which a subscription is paid
         self._bus: Bus | None = None
 
     async def start(self, bus: Bus) -> None:
@@ -67,6 +73,9 @@ class CostMeter:
                 topics.market_data(kind), self._on_market, name=f"{self.name}.{kind.topic_name}"
             )
         bus.consume(topics.features(), self._on_features, name=f"{self.name}.features")
+        if any(p.per_call for p in self.prices):
+            for event in ("submitted", "accepted", "rejected", "unknown"):
+                bus.consume(topics.orders(event), self._on_order_event, name=f"{self.name}.{event}")
 
     async def stop(self) -> None:
         await self._accrue(self.clock.now_ns())
@@ -96,6 +105,23 @@ class CostMeter:
                     ns_to_datetime(batch.ts_max),
                     f"{rows} rows scored",
                     f"inference:{price.agent}:{batch.seq}",
+                )
+
+    async def _on_order_event(self, envelope: Envelope) -> None:
+        event: OrderEvent = envelope.payload
+        if event.client_order_id in self._called:
+            return  # one request per order, whatever the venue answered
+        self._called[event.client_order_id] = None
+        if len(self._called) > 100_000:
+            self._called.popitem(last=False)
+        for price in self.prices:
+            if price.per_call and price.agent == event.venue:
+                await self._charge(
+                    price,
+                    price.per_call,
+                    event.timestamp,
+                    f"order {event.client_order_id}",
+                    f"api:{price.agent}:{event.client_order_id}",
                 )
 
     async def _accrue(self, now_ns: int, since: int | None = None) -> None:

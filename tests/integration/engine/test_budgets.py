@@ -28,6 +28,7 @@ def test_costs_from_the_configuration_are_posted_and_the_ledger_balances(tmp_pat
         costs=[
             {"agent": "replay", "kind": "data", "per_event": "0.0001", "subscription": "30"},
             {"agent": "direction_mlp", "kind": "inference", "per_row": "0.000002"},
+            {"agent": "paper", "kind": "api", "per_call": "0.01"},
         ],
     )
     ledger = node.settlement.ledger
@@ -41,9 +42,13 @@ def test_costs_from_the_configuration_are_posted_and_the_ledger_balances(tmp_pat
     subscription = ledger.balance("expenses:data:replay:USD") - Decimal("0.0001") * events
     expected = Decimal(30) * Decimal((last - first).total_seconds()) / Decimal(30 * 86_400)
     assert abs(subscription - expected) < Decimal("1e-9")
+    orders = result.orders.height
+    assert orders > 0
+    assert ledger.balance("expenses:api:paper:USD") == Decimal("0.01") * orders  # one per order
     assert ledger.cash("USD") == -(
         ledger.balance("expenses:data:replay:USD")
         + ledger.balance("expenses:inference:direction_mlp:USD")
+        + ledger.balance("expenses:api:paper:USD")
     )
     assert result.summary.ledger["balanced"] is True
 

@@ -87,6 +87,12 @@ def test_the_ledger_balances_and_reconciles_with_cash_positions_and_fees(run: No
         by_base[base] = by_base.get(base, Decimal(0)) + p.quantity
     for base, quantity in by_base.items():
         assert ledger.position(base) == quantity
+    # and with PnL: the ledger's cash plus its positions at the last marks is the PnL
+    equity = ledger.cash("BTC") + sum(
+        (ledger.position(symbol.split("/")[0]) * mark for symbol, mark in portfolio.marks.items()),
+        Decimal(0),
+    )
+    assert abs(equity - settlement.pnl()["BTC"]["total"]) < Decimal("1e-18")
     fees = settlement.ledger_summary()["expenses"]["BTC"]["fees"]
     # the ledger sums exactly; the PnL and cost sums in Decimal's 28-digit default context
     tiny = Decimal("1e-20")
