@@ -240,17 +240,6 @@ class Node:
             self.instruments, base_currency=s.portfolio.base_currency, fx=dict(s.portfolio.fx)
         )
         ledger = self.settlement.ledger
-        for b in s.ledger.budgets:
-            ledger.add_budget(
-                Budget(
-                    currency=b.currency,
-                    limit=b.limit,
-                    agent=b.agent,
-                    strategy=b.strategy,
-                    period=dt.timedelta(days=b.period_days) if b.period_days else None,
-                    alert_at=tuple(b.alert_at),
-                )
-            )
         self.meter = CostMeter(
             ledger,
             [
@@ -282,6 +271,7 @@ class Node:
         self.portfolio_store = SqlPortfolioStore(self._sql)
         self.costs.store = self.portfolio_store
         self.settlement.store = self.portfolio_store
+        self.meter.store = self.portfolio_store
         self.execution = ExecutionEngine(
             Router(self.venues, default=ex.venue, routes=ex.routes),
             OrderTracker(self.store),
@@ -314,6 +304,27 @@ class Node:
         self._stop = asyncio.Event()
         self._started: dt.datetime | None = None
         self._t0 = 0.0
+
+    async def _load_ledger(self) -> None:
+        """The ledger of a live run goes on from what its database holds (a restart), then
+        the budgets count that history: one exhausted before stops its agent again now."""
+        ledger = self.settlement.ledger
+        if self.mode == "live" and self.portfolio_store is not None:
+            ledger.post_all(self.portfolio_store.entries())
+        for b in self.settings.ledger.budgets:
+            history = ledger.add_budget(
+                Budget(
+                    currency=b.currency,
+                    limit=b.limit,
+                    agent=b.agent,
+                    strategy=b.strategy,
+                    period=dt.timedelta(days=b.period_days) if b.period_days else None,
+                    alert_at=tuple(b.alert_at),
+                )
+            )
+            for alert in history:
+                if alert.exhausted:
+                    await self._budget_exhausted(alert)
 
     async def _budget_exhausted(self, alert: BudgetAlert) -> None:
         """A budget ran out: a strategy's stops that strategy; any other agent's halts trading
@@ -357,6 +368,7 @@ class Node:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self._sql)
         claim_trading_mode(self._sql, self.trading)
+        await self._load_ledger()
         self._started = dt.datetime.now(dt.UTC)
         self._t0 = time.perf_counter()
         try:

@@ -5,10 +5,12 @@ a fill that crosses zero closes the old position and opens the rest at the fill 
 are kept apart (total PnL = realized + unrealized - fees).
 
 Cash is kept per currency: a buy pays ``price * quantity`` of the quote currency, a sell
-receives it, a fee is paid in its own currency. Per quote currency, with every fee in that
-currency, ``cash + sum(quantity * mark) == realized + unrealized - fees`` (starting from no
-cash): the accounting identity the property tests check. `Converter` turns amounts into one
-base currency with the latest marks (``BTC/USD`` or ``USD/BTC`` traded, or a configured rate).
+receives it, a fee is paid in its own currency; cash is exact (120 digits, nothing rounds).
+Per quote currency, with every fee in that currency, ``cash + sum(quantity * mark) ==
+realized + unrealized - fees`` (starting from no cash), up to the rounding of the average
+cost (a division, in Decimal's 28-digit context): the identity the property tests check.
+`Converter` turns amounts into one base currency with the latest marks (``BTC/USD`` or
+``USD/BTC`` traded, or a configured rate).
 """
 
 from __future__ import annotations

@@ -105,6 +105,7 @@ class CostEngine:
         self._returns: dict[str, deque[float]] = {}
         self._volumes: dict[str, deque[float]] = {}
         self._last_close: dict[str, float] = {}
+        self._recorded: set[str] = set()
         # symbol -> (ts ns, price) of its recent market data, for orders made in the past
         self._history: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[Any]]] = {}
         self.unattributed = 0
@@ -166,16 +167,24 @@ class CostEngine:
             waiting = self._waiting.get(sym)
             if waiting:
                 self._arrive(sym, waiting, ts, prices)
-            self._remember(sym, part["ts"].to_numpy(), part["p"].to_numpy())
+            ok = part.filter(
+                pl.col("p").is_not_null() & pl.col("p").is_not_nan() & (pl.col("p") > 0)
+            )
+            if ok.height == 0:
+                continue
+            self._remember(sym, ok["ts"].to_numpy(), ok["p"].to_numpy())
             if batch.kind is EventType.BAR:
                 self._bar_stats(sym, part["close"].to_list(), part["volume"].to_list())
-            self._last[sym] = (ts[-1], prices[-1])
+            self._last[sym] = (int(ok["ts"][-1]), float(ok["p"][-1]))
 
     def _remember(self, symbol: str, ts: npt.NDArray[np.int64], prices: npt.NDArray[Any]) -> None:
         old = self._history.get(symbol)
         if old is not None:
             ts = np.concatenate([old[0][-_HISTORY:], ts])
             prices = np.concatenate([old[1][-_HISTORY:], prices])
+            if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):  # kinds interleave
+                order = np.argsort(ts, kind="stable")
+                ts, prices = ts[order], prices[order]
         self._history[symbol] = (ts, prices)
 
     def _arrive(
@@ -213,9 +222,12 @@ class CostEngine:
         if record is None:
             self.unattributed += 1
             return
-        self.records.append(record)
+        if record.fill_id in self._recorded:
+            return  # a redelivered fill
         if self.store is not None:
-            self.store.record_cost(record)
+            self.store.record_cost(record)  # first: a failure here leaves nothing counted
+        self._recorded.add(record.fill_id)
+        self.records.append(record)
         if self._bus is not None:
             await self._bus.publish(
                 topics.portfolio("costs"), record, msg_id=f"cost:{fill.fill_id}"

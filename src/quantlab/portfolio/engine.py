@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import polars as pl
 
 from quantlab.bus import topics
@@ -67,7 +68,21 @@ class SettlementEngine:
         if self._bus is None:
             raise BusError("SettlementEngine received a fill before start()")
         fill: Fill = envelope.payload
-        currency = self.instruments[fill.symbol].quote
+        inst = self.instruments[fill.symbol]
+        currency = inst.quote
+        if not fill.fee_currency:
+            fill = msgspec.structs.replace(fill, fee_currency=currency)
+        # The entry first (it checks the fill), kept in SQL, then the ledger and the book: a
+        # failure before the end leaves nothing booked, and a redelivered fill whose entry is
+        # already posted is booked nowhere twice.
+        entry = fill_entry(fill, inst.base, inst.quote)
+        if entry.id in self.ledger:
+            if self.store is not None:
+                self.store.record_entry(entry)  # idempotent: in case that write was lost
+            return
+        if self.store is not None:
+            self.store.record_entry(entry)
+        self.ledger.post(entry)
         self.portfolio.apply(
             fill.symbol,
             currency,
@@ -75,13 +90,9 @@ class SettlementEngine:
             fill.quantity,
             fill.price,
             fill.fee,
-            fill.fee_currency or currency,
+            fill.fee_currency,
         )
         position = self.portfolio.positions[fill.symbol]
-        inst = self.instruments[fill.symbol]
-        entry = fill_entry(fill, inst.base, inst.quote)
-        if self.ledger.post(entry) and self.store is not None:
-            self.store.record_entry(entry)
         if self.after_post is not None:
             await self.after_post()  # budget alerts (a fee may cross a strategy's budget)
         await self._bus.publish(

@@ -14,6 +14,7 @@ stops that strategy, or halts trading for any other agent).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ from quantlab.core.clock import Clock, ns_to_datetime
 from quantlab.core.enums import EventType
 from quantlab.core.messages import FeatureBatch, MarketBatch, OrderEvent
 from quantlab.portfolio.ledger import BudgetAlert, Ledger, cost_entry
+from quantlab.portfolio.ports import PortfolioStore
 
 Exhausted = Callable[[BudgetAlert], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,10 @@ class CostMeter:
         prices: list[Price],
         clock: Clock,
         on_exhausted: Exhausted | None = None,
+        store: PortfolioStore | None = None,
     ) -> None:
         self.ledger = ledger
+        self.store = store
         self.prices = list(prices)
         self.clock = clock
         self.on_exhausted = on_exhausted
@@ -129,11 +134,12 @@ class CostMeter:
         for price in self.prices:
             if not price.subscription:
                 continue
-            start = self._accrued_to.setdefault(price.agent, since or now_ns)
+            key = f"{price.agent}:{price.kind}:{price.currency}"
+            start = self._accrued_to.setdefault(key, since or now_ns)
             if now_ns <= start:
                 continue
             share = Decimal(now_ns - start) / Decimal(int(price.period.total_seconds() * 1e9))
-            self._accrued_to[price.agent] = now_ns
+            self._accrued_to[key] = now_ns
             amount = (price.subscription * share).quantize(Decimal("1e-12"))
             if amount > 0:
                 await self._charge(
@@ -141,7 +147,7 @@ class CostMeter:
                     amount,
                     ns_to_datetime(now_ns),
                     "subscription",
-                    f"subscription:{price.agent}:{now_ns}",
+                    f"subscription:{key}:{now_ns}",
                 )
 
     async def _charge(
@@ -150,7 +156,10 @@ class CostMeter:
         entry = cost_entry(
             price.agent, price.kind, amount, price.currency, at, memo, entry_id=entry_id
         )
-        if self.ledger.post(entry):
+        if entry.id not in self.ledger:
+            if self.store is not None:
+                self.store.record_entry(entry)  # kept before it counts
+            self.ledger.post(entry)
             key = f"{price.kind}:{price.agent}:{price.currency}"
             self.charged[key] = self.charged.get(key, Decimal(0)) + amount
         await self._alerts()
@@ -166,7 +175,10 @@ class CostMeter:
             if self._bus is not None:
                 await self._bus.publish(topics.risk("alert"), alert)
             if alert.exhausted and self.on_exhausted is not None:
-                await self.on_exhausted(alert)
+                try:
+                    await self.on_exhausted(alert)
+                except Exception:  # the other alerts still go out; this one is logged
+                    log.exception("stopping %s after its budget ran out failed", alert.agent)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -51,6 +51,10 @@ def test_costs_from_the_configuration_are_posted_and_the_ledger_balances(tmp_pat
         + ledger.balance("expenses:api:paper:USD")
     )
     assert result.summary.ledger["balanced"] is True
+    # every entry, metered costs included, is kept in SQL
+    store = node.portfolio_store
+    assert store is not None
+    assert len(store.entries()) == len(ledger)
 
 
 def _span(node: Node) -> tuple[dt.datetime, dt.datetime]:

@@ -82,3 +82,40 @@ async def test_without_a_rate_the_currency_is_named_not_guessed() -> None:
     assert base is not None
     assert base["unconverted"] == ["BTC"]
     await bus.close()
+
+
+class FlakyStore:
+    """A `PortfolioStore` whose first entry write fails (a locked database)."""
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+        self.failed = False
+
+    def record_entry(self, entry: object) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("database is locked")
+        self.entries.append(entry.id)  # type: ignore[attr-defined]
+        return True
+
+    def record_cost(self, record: object) -> bool:
+        return True
+
+    def record_snapshot(self, positions: object, pnl: object) -> None:
+        return None
+
+
+async def test_a_fill_redelivered_after_a_failure_is_booked_once() -> None:
+    bus = InProcessBus()
+    store = FlakyStore()
+    engine = SettlementEngine(InstrumentBook(Decimal("1e-8"), Decimal("1e-8")), store=store)
+    await engine.start(bus)
+    f = fill("ETH/BTC", Side.BUY, "1", "0.05", "0.0001", 7)
+    await bus.publish(topics.orders("filled"), f, msg_id=str(f.fill_id))
+    await bus.drain(timeout=10)
+    assert store.failed  # the first delivery failed, the bus delivered it again
+    assert store.entries == [f"fill:{f.fill_id}"]
+    assert engine.portfolio.positions["ETH/BTC"].quantity == 1  # booked once
+    assert engine.portfolio.cash == {"BTC": Decimal("-0.0501")}
+    assert engine.ledger.position("ETH") == 1
+    await bus.close()
