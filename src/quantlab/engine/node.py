@@ -383,6 +383,7 @@ class Node:
                 fills = self.store.fills()
                 self.builder.seed(open_orders, fills)
                 self.risk.seed(open_orders, fills)
+                self.settlement.seed(fills)
             if self.risk.breaker.state is BreakerState.HALTED:
                 # Halted before this process started (kill switch, a loss, a mismatch): the
                 # open orders a restart found at the venues are canceled too.

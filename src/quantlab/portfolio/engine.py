@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -45,6 +46,7 @@ class SettlementEngine:
         self.portfolio = Portfolio()
         # every fill also posts a balanced double-entry journal entry (the payments ledger)
         self.ledger = Ledger()
+        self._booked: set[uuid.UUID] = set()  # fills in the portfolio (seeded or received)
         self.after_post: Callable[[], Awaitable[None]] | None = None
         self.base_currency = base_currency
         self.converter = Converter(base_currency, fx) if base_currency else None
@@ -63,6 +65,31 @@ class SettlementEngine:
     async def stop(self) -> None:
         if self._last_snapshot_ns is not None:  # the final state, whatever the cadence
             await self.snapshot(ns_to_datetime(max(self._last_snapshot_ns, self._latest_ns)))
+
+    def seed(self, fills: list[Fill]) -> None:
+        """A restart: rebuild positions and cash from the book of record's fills (their
+        entries are in the reloaded ledger already; a fill without one is posted)."""
+        for fill in fills:
+            if fill.fill_id in self._booked:  # came over the bus already (reconciliation)
+                continue
+            self._booked.add(fill.fill_id)
+            inst = self.instruments[fill.symbol]
+            if not fill.fee_currency:
+                fill = msgspec.structs.replace(fill, fee_currency=inst.quote)
+            entry = fill_entry(fill, inst.base, inst.quote)
+            if entry.id not in self.ledger:
+                if self.store is not None:
+                    self.store.record_entry(entry)
+                self.ledger.post(entry)
+            self.portfolio.apply(
+                fill.symbol,
+                inst.quote,
+                fill.side,
+                fill.quantity,
+                fill.price,
+                fill.fee,
+                fill.fee_currency,
+            )
 
     async def _on_fill(self, envelope: Envelope) -> None:
         if self._bus is None:
@@ -83,6 +110,7 @@ class SettlementEngine:
         if self.store is not None:
             self.store.record_entry(entry)
         self.ledger.post(entry)
+        self._booked.add(fill.fill_id)
         self.portfolio.apply(
             fill.symbol,
             currency,

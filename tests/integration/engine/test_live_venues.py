@@ -74,3 +74,8 @@ async def test_orders_are_routed_by_symbol_and_a_restart_reconciles(
         for symbol, quantity in net.items():
             assert node.risk.book.position(symbol) == quantity
             assert node.builder.book.position(symbol) == quantity
+            assert node.settlement.portfolio.positions[symbol].quantity == quantity
+        # the ledger went on from the first life's entries, and still balances
+        ledger = node.settlement.ledger
+        assert len(ledger) >= second.fills.height
+        assert all(v == 0 for v in ledger.trial_balance().values())
