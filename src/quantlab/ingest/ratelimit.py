@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import time
 
 from aiolimiter import AsyncLimiter
 
@@ -22,18 +23,26 @@ def limiter(max_rate: float, period_s: float = 1.0, *, name: str = "source") -> 
     return AsyncLimiter(max_rate, period_s)
 
 
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date; >= 0), or None when it is
+    missing or unreadable. `now` (epoch seconds) is for tests."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
 def retry_after_s(value: str | None, default: float, cap: float) -> float:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped."""
-    if value is None:
-        return min(default, cap)
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return min(default, cap)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
-    return min(max(seconds, 0.0), cap)
+    seconds = parse_retry_after(value)
+    return min(default if seconds is None else seconds, cap)

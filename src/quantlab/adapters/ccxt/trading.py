@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email.utils
 import functools
 import logging
 import re
@@ -107,6 +106,7 @@ from quantlab.execution.ports import (
     VenueReport,
     VenueUnknownError,
 )
+from quantlab.ingest.ratelimit import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -286,18 +286,8 @@ class _RetriesExhaustedError(Exception):
 def retry_after_s(headers: Mapping[str, Any] | None, now: float | None = None) -> float | None:
     """The Retry-After header in seconds (a number or an HTTP date), or None."""
     for key, value in (headers or {}).items():
-        if str(key).lower() != "retry-after":
-            continue
-        text = str(value).strip()
-        try:
-            return max(0.0, float(text))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+        if str(key).lower() == "retry-after":
+            return parse_retry_after(str(value), now)
     return None
 
 
