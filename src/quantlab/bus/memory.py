@@ -215,6 +215,7 @@ class InProcessBus:
         self._outstanding = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._settle_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (own, waiter)
         self._closed = False
         self.published = 0
         self.dead_lettered = 0
@@ -324,6 +325,14 @@ class InProcessBus:
         if self._outstanding <= 0:
             self._outstanding = 0
             self._idle.set()
+        if self._settle_waiters:
+            waiting = []
+            for own, fut in self._settle_waiters:
+                if self._outstanding > own:
+                    waiting.append((own, fut))
+                elif not fut.done():
+                    fut.set_result(None)
+            self._settle_waiters = waiting
 
     def _dead_letter(self, letter: DeadLetter) -> None:
         self.dead_lettered += 1
@@ -371,13 +380,16 @@ class InProcessBus:
         A handler calls it to let the consequences of what it published so far play out
         before it publishes more (the backtest's strategies between two decision times).
         """
-        deadline = time.monotonic() + timeout
-        while self._outstanding > own:
-            if time.monotonic() > deadline:
-                raise BusError(
-                    f"bus did not settle within {timeout}s: {self._outstanding} outstanding"
-                )
-            await asyncio.sleep(0)
+        if self._outstanding <= own:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settle_waiters.append((own, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise BusError(
+                f"bus did not settle within {timeout}s: {self._outstanding} outstanding"
+            ) from None
 
     async def close(self) -> None:
         self._closed = True
