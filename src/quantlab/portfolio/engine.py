@@ -70,56 +70,40 @@ class SettlementEngine:
         """A restart: rebuild positions and cash from the book of record's fills (their
         entries are in the reloaded ledger already; a fill without one is posted)."""
         for fill in fills:
-            if fill.fill_id in self._booked:  # came over the bus already (reconciliation)
-                continue
-            self._booked.add(fill.fill_id)
-            inst = self.instruments[fill.symbol]
-            if not fill.fee_currency:
-                fill = msgspec.structs.replace(fill, fee_currency=inst.quote)
-            entry = fill_entry(fill, inst.base, inst.quote)
-            if entry.id not in self.ledger:
-                if self.store is not None:
-                    self.store.record_entry(entry)
-                self.ledger.post(entry)
-            self.portfolio.apply(
-                fill.symbol,
-                inst.quote,
-                fill.side,
-                fill.quantity,
-                fill.price,
-                fill.fee,
-                fill.fee_currency,
-            )
+            self._book(fill)
 
-    async def _on_fill(self, envelope: Envelope) -> None:
-        if self._bus is None:
-            raise BusError("SettlementEngine received a fill before start()")
-        fill: Fill = envelope.payload
+    def _book(self, fill: Fill) -> bool:
+        """Book a fill once: its ledger entry (checked, kept in SQL, then posted, unless the
+        ledger holds it already), then positions and cash. False if it was booked before
+        (a redelivery, or a fill both seeded and received): nothing changes."""
+        if fill.fill_id in self._booked:
+            return False
         inst = self.instruments[fill.symbol]
-        currency = inst.quote
         if not fill.fee_currency:
-            fill = msgspec.structs.replace(fill, fee_currency=currency)
-        # The entry first (it checks the fill), kept in SQL, then the ledger and the book: a
-        # failure before the end leaves nothing booked, and a redelivered fill whose entry is
-        # already posted is booked nowhere twice.
+            fill = msgspec.structs.replace(fill, fee_currency=inst.quote)
         entry = fill_entry(fill, inst.base, inst.quote)
-        if entry.id in self.ledger:
+        if entry.id not in self.ledger:
             if self.store is not None:
-                self.store.record_entry(entry)  # idempotent: in case that write was lost
-            return
-        if self.store is not None:
-            self.store.record_entry(entry)
-        self.ledger.post(entry)
+                self.store.record_entry(entry)  # first: a failure here leaves nothing booked
+            self.ledger.post(entry)
         self._booked.add(fill.fill_id)
         self.portfolio.apply(
             fill.symbol,
-            currency,
+            inst.quote,
             fill.side,
             fill.quantity,
             fill.price,
             fill.fee,
             fill.fee_currency,
         )
+        return True
+
+    async def _on_fill(self, envelope: Envelope) -> None:
+        if self._bus is None:
+            raise BusError("SettlementEngine received a fill before start()")
+        fill: Fill = envelope.payload
+        if not self._book(fill):
+            return
         position = self.portfolio.positions[fill.symbol]
         if self.after_post is not None:
             await self.after_post()  # budget alerts (a fee may cross a strategy's budget)
