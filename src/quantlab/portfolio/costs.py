@@ -136,14 +136,21 @@ class CostEngine:
         self._orders.put(order.client_order_id, order)
         # The data may have passed the order's time already (a backtest decides on a whole
         # batch): look in the recent history first, else wait for the next price.
+        if not self._arrive(order):
+            self._waiting.setdefault(order.symbol, []).append(order)
+
+    def _arrive(self, order: Order) -> bool:
+        """Record the order's arrival price: the first price of its symbol after it was made
+        (in the recent history); False if none has been seen yet."""
         history = self._history.get(order.symbol)
-        if history is not None:
-            ts, prices = history
-            i = int(np.searchsorted(ts, _ns(order), side="right"))
-            if i < len(ts):
-                self._arrival.put(order.client_order_id, to_decimal(float(prices[i])))
-                return
-        self._waiting.setdefault(order.symbol, []).append(order)
+        if history is None:
+            return False
+        ts, prices = history
+        i = int(np.searchsorted(ts, _ns(order), side="right"))
+        if i == len(ts):
+            return False
+        self._arrival.put(order.client_order_id, to_decimal(float(prices[i])))
+        return True
 
     async def _on_market(self, envelope: Envelope) -> None:
         batch: MarketBatch = envelope.payload
@@ -162,17 +169,14 @@ class CostEngine:
         parts = frame.select("symbol", *cols).partition_by("symbol", as_dict=True)
         for (symbol,), part in parts.items():
             sym = str(symbol)
-            ts = part["ts"].to_list()
-            prices = part["p"].to_list()
-            waiting = self._waiting.get(sym)
-            if waiting:
-                self._arrive(sym, waiting, ts, prices)
             ok = part.filter(
                 pl.col("p").is_not_null() & pl.col("p").is_not_nan() & (pl.col("p") > 0)
             )
             if ok.height == 0:
                 continue
             self._remember(sym, ok["ts"].to_numpy(), ok["p"].to_numpy())
+            if self._waiting.get(sym):
+                self._waiting[sym] = [o for o in self._waiting[sym] if not self._arrive(o)]
             if batch.kind is EventType.BAR:
                 self._bar_stats(sym, part["close"].to_list(), part["volume"].to_list())
             self._last[sym] = (int(ok["ts"][-1]), float(ok["p"][-1]))
@@ -186,20 +190,6 @@ class CostEngine:
                 order = np.argsort(ts, kind="stable")
                 ts, prices = ts[order], prices[order]
         self._history[symbol] = (ts, prices)
-
-    def _arrive(
-        self, symbol: str, waiting: list[Order], ts: list[int], prices: list[float]
-    ) -> None:
-        still = []
-        for order in waiting:
-            t = _ns(order)
-            for when, price in zip(ts, prices, strict=True):
-                if when > t and price is not None and price > 0:
-                    self._arrival.put(order.client_order_id, to_decimal(price))
-                    break
-            else:
-                still.append(order)
-        self._waiting[symbol] = still
 
     def _bar_stats(self, symbol: str, closes: list[float], volumes: list[float]) -> None:
         rets = self._returns.setdefault(symbol, deque(maxlen=self.window))
