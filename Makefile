@@ -7,13 +7,15 @@ PY := $(BIN)/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: run live test test-fast lint format typecheck contracts bench model clean help
+.PHONY: run live lab test test-fast notebooks lint format typecheck contracts bench model clean help
 
 help:
 	@echo "make run        create .venv, install, run the main job on embedded defaults"
 	@echo "make test       install test tools, then lint, type checks, import contracts, all tests"
 	@echo "make test-fast  the quick loop: tests not marked slow"
 	@echo "make live       run the engine live on the synthetic source until Ctrl-C"
+	@echo "make lab        JupyterLab on the quantlab kernel (notebooks/research, notebooks/production)"
+	@echo "make notebooks  run every notebook under nbval (part of make test)"
 	@echo "make bench      run the benchmarks in their --quick mode"
 	@echo "make model      retrain and register the bundled models (needs the ml extra)"
 	@echo "make lint | format | typecheck | contracts | clean"
@@ -30,8 +32,21 @@ $(VENV)/.test-deps: pyproject.toml | $(PY)
 	$(PIP) -e '.[dev,live,ml]' 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $@ $(VENV)/.run-deps
 
-run: $(VENV)/.run-deps
+$(VENV)/.lab-deps: pyproject.toml | $(PY)
+	$(PIP) -e '.[research,live,ml]' 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $@ $(VENV)/.run-deps
+
+# The `quantlab` Jupyter kernel: this venv's python, registered inside the venv.
+KERNEL := $(VENV)/share/jupyter/kernels/quantlab/kernel.json
+$(KERNEL): $(VENV)/.run-deps
+	$(PY) -m ipykernel install --sys-prefix --name quantlab --display-name "Python (quantlab)" >/dev/null
+
+# `make run`: the production notebook on its embedded defaults, through papermill.
+run: $(VENV)/.run-deps $(KERNEL)
 	$(BIN)/quantlab run
+
+lab: $(VENV)/.lab-deps $(KERNEL)
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
 
 live: $(VENV)/.run-deps
 	$(BIN)/quantlab live
@@ -63,11 +78,21 @@ typecheck: $(VENV)/.test-deps
 contracts: $(VENV)/.test-deps
 	$(BIN)/lint-imports
 
-test: lint typecheck contracts
+test: lint typecheck contracts $(KERNEL)
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory notebooks
 
-test-fast: $(VENV)/.test-deps
+test-fast: $(VENV)/.test-deps $(KERNEL)
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+# Every notebook top to bottom on the quantlab kernel (nbval, outputs not compared except
+# cells marked NBVAL_CHECK_OUTPUT); runs go to a scratch folder, not ./runs.
+notebooks: $(VENV)/.test-deps $(KERNEL)
+	scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	QUANTLAB_STORAGE__RUNS_DIR=$$scratch/runs QUANTLAB_STORAGE__STATE_DIR=$$scratch/state \
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadscope --nbval-lax \
+		--nbval-kernel-name quantlab --nbval-cell-timeout=180 \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -o addopts="" -o testpaths="" notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs var

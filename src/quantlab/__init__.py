@@ -7,7 +7,12 @@ Names load lazily, so ``import quantlab`` stays cheap.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# onnxruntime (the production inference runtime) starts telemetry on Linux unless this is set
+# before its first import; quantlab never sends anything anywhere.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -27,8 +28,9 @@ from rich.table import Table
 from quantlab import __version__
 from quantlab.config import SecretMaskingFilter, Settings, load_settings
 from quantlab.core.errors import QuantlabError
-from quantlab.engine import Node, RunResult
+from quantlab.engine import Node, RunResult, RunSummary
 from quantlab.engine.importer import import_file
+from quantlab.runs.registry import RunRecord
 from quantlab.storage.deadletter import DeadLetterFile
 from quantlab.storage.lake import Lake
 
@@ -47,6 +49,10 @@ risk_app = typer.Typer(
     help="The risk circuit breaker: status, kill switch, manual reset.", no_args_is_help=True
 )
 app.add_typer(risk_app, name="risk")
+runs_app = typer.Typer(
+    help="The run registry: production runs and their reports.", no_args_is_help=True
+)
+app.add_typer(runs_app, name="runs")
 model_app = typer.Typer(
     help="Train signal models and list the model registry.", no_args_is_help=True
 )
@@ -86,9 +92,31 @@ def _setup_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
 
 
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; a value is read as JSON when it parses (numbers, lists, null)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"-p takes NAME=VALUE, got {item!r}")
+        try:
+            out[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.strip()] = value
+    return out
+
+
 @app.command()
 def run(
     config: ConfigOpt = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="backtest: replay the data in lockstep on a simulated clock; replay: the same "
+            "data through the live engine; paper: the live sources (synthetic by default) "
+            "with the paper venue for --duration seconds"
+        ),
+    ] = "backtest",
     data: Annotated[
         list[str] | None,
         typer.Option("--data", "-d", help="bar file(s) to replay; bundled:NAME for shipped data"),
@@ -98,57 +126,158 @@ def run(
     ] = None,
     start: Annotated[str | None, typer.Option(help="ISO start (UTC, inclusive)")] = None,
     end: Annotated[str | None, typer.Option(help="ISO end (UTC, exclusive)")] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="output folder of this run")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="backtest: replay [data] in lockstep; live: the [[live.sources]] (synthetic by "
-            "default) on the wall clock, like `quantlab live`"
-        ),
-    ] = "backtest",
-    duration: Annotated[
-        float | None, typer.Option(help="live mode: stop after this many seconds")
+    strategy: Annotated[
+        str | None, typer.Option(help="hedge | ema_cross (default: the configured one)")
     ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="replay/paper: stop after this many seconds")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="the run's id (default: a fresh one)")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="output folder (default: runs/<date>/<run_id>)")
+    ] = None,
+    notebook: Annotated[
+        Path | None,
+        typer.Option(help="notebook to execute (default: runs.notebook, the production one)"),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=VALUE for the notebook's parameters cell"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Run the main job: by default a backtest of the configured strategy over the configured
-    data; with --mode live, the same engine on the configured live sources."""
-    if mode not in ("backtest", "live"):
-        raise typer.BadParameter(f"--mode must be 'backtest' or 'live', got {mode!r}")
-    data_overrides: dict[str, object] = {}
-    if data:
-        data_overrides["paths"] = data
-    if symbols:
-        data_overrides["symbols"] = [s.strip() for s in symbols.split(",") if s.strip()]
-    if start:
-        data_overrides["start"] = start
-    if end:
-        data_overrides["end"] = end
-    settings = load_settings(config, **({"data": data_overrides} if data_overrides else {}))
+    """Run the production notebook with papermill: the engine as the parameters say, then
+    its report. Writes the executed notebook and an HTML report to runs/<date>/<run_id>/
+    and records the run (`quantlab runs ls`). Exits 1 if the run fails."""
+    from quantlab.runs import execute
+
+    settings = load_settings(config)
     _setup_logging(settings)
-    if mode == "live":
-        node = Node(settings, mode="live", run_dir=run_dir)
-        every = settings.live.status_every_s
-        _print_summary(asyncio.run(_live(node, duration, quiet, every)))
+    params = _parse_params(param)
+    given = {
+        "mode": mode,
+        "data": data,
+        "symbols": symbols,
+        "start": start,
+        "end": end,
+        "strategy": strategy,
+        "duration_s": duration,
+        "run_dir": str(run_dir) if run_dir else None,
+    }
+    custom = (
+        notebook is not None and Path(notebook).resolve() != Path(settings.runs.notebook).resolve()
+    )
+    for name, value in given.items():
+        if value is not None and not (custom and name == "mode" and value == "backtest"):
+            params.setdefault(name, value)
+    outcome = execute(
+        notebook,
+        params,
+        settings=settings,
+        config_path=config,
+        run_id=run_id,
+        progress=not quiet,
+    )
+    record = outcome.record
+    summary_file = Path(record.output_dir) / "summary.json"
+    if summary_file.is_file():
+        _print_summary(msgspec.json.decode(summary_file.read_bytes(), type=RunSummary))
+    _print_record(record)
+    if record.status != "succeeded":
+        err.print(f"[bold red]run {record.run_id} failed:[/] {escape(record.error or '')}")
+        raise typer.Exit(1)
+
+
+def _print_record(record: RunRecord) -> None:
+    table = Table(title=f"run {record.run_id}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    colour = {"succeeded": "green", "failed": "red"}.get(record.status, "yellow")
+    duration = f"{record.duration_s:.1f} s" if record.duration_s is not None else ""
+    rows = [
+        ("status", f"[{colour}]{record.status}[/]"),
+        ("notebook", record.notebook),
+        ("parameters", escape(json.dumps(record.parameters, default=str))),
+        ("started", f"{record.started_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("duration", duration),
+        ("executed notebook", record.output_notebook or ""),
+        ("report", record.report or ""),
+    ]
+    if record.scheduled_for is not None:
+        rows.append(("scheduled for", record.scheduled_for.isoformat()))
+    if record.sweep_id:
+        rows.append(("sweep", record.sweep_id))
+    if record.attempts > 1:
+        rows.append(("kernel starts", str(record.attempts)))
+    if record.error:
+        rows.append(("error", f"[red]{escape(record.error)}[/]"))
+    for key, value in record.metrics.items():
+        rows.append((key, escape(json.dumps(value, default=str))))
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+
+
+@runs_app.command("ls")
+def runs_ls(
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(help="newest N runs")] = 20,
+    status: Annotated[
+        str | None, typer.Option(help="only runs with this status: running|succeeded|failed")
+    ] = None,
+    sweep: Annotated[str | None, typer.Option(help="only the runs of this sweep id")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List the run registry, newest first."""
+    from quantlab.runs import RunRegistry
+
+    registry = RunRegistry.from_settings(load_settings(config))
+    try:
+        records = registry.list(limit=limit, status=status, sweep_id=sweep)
+    finally:
+        registry.close()
+    if as_json:
+        out.print_json(json.dumps([r.as_dict() for r in records], default=str))
         return
-    with Progress(
-        TextColumn("[bold]replay[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("events"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("replay", total=None)
+    table = Table(title=f"runs ({len(records)} shown)", title_justify="left")
+    for col in ("run id", "status", "started (UTC)", "duration", "mode", "fills", "PnL", "report"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        colour = {"succeeded": "green", "failed": "red"}.get(r.status, "yellow")
+        pnl = ", ".join(
+            f"{Decimal(str(v)):.6f} {ccy}" for ccy, v in (r.metrics.get("pnl") or {}).items()
+        )
+        table.add_row(
+            r.run_id,
+            f"[{colour}]{r.status}[/]",
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{r.duration_s:.1f} s" if r.duration_s is not None else "",
+            str(r.parameters.get("mode", r.metrics.get("mode", ""))),
+            str(r.metrics.get("fills", "")),
+            pnl,
+            r.report or (escape(r.error or "")[:60]),
+        )
+    out.print(table)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
 
-        node = Node(settings, run_dir=run_dir, progress=progress)
-        result = node.run()
-    _print_summary(result)
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="the run's id (see `quantlab runs ls`)")],
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show one run: parameters, status, timings, metrics, error and output files."""
+    from quantlab.runs import RunRegistry
+
+    registry = RunRegistry.from_settings(load_settings(config))
+    try:
+        record = registry.get(run_id)
+    finally:
+        registry.close()
+    if as_json:
+        out.print_json(json.dumps(record.as_dict(), default=str))
+        return
+    _print_record(record)
 
 
 def _strategy_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
@@ -174,8 +303,7 @@ def _strategy_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _print_summary(result: RunResult) -> None:
-    s = result.summary
+def _print_summary(s: RunSummary) -> None:
     table = Table(title=f"quantlab run {s.run_id}", show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
     table.add_column("value")
@@ -215,7 +343,8 @@ def _print_summary(result: RunResult) -> None:
         )
     if s.ledger:
         fees = ", ".join(
-            f"fees {row.get('fees', 0):.8f} {ccy}" for ccy, row in s.ledger["expenses"].items()
+            f"fees {Decimal(str(row.get('fees', 0))):.8f} {ccy}"
+            for ccy, row in s.ledger["expenses"].items()
         )
         state = "balanced" if s.ledger["balanced"] else f"UNBALANCED {s.ledger['trial_balance']}"
         text = f"{s.ledger['entries']:,} entries, {state}; {fees}".rstrip("; ")
@@ -228,7 +357,8 @@ def _print_summary(result: RunResult) -> None:
         rows.append(("ledger", text))
     if s.pnl_base is not None:
         b = s.pnl_base
-        text = f"{b['pnl']:.8f} (equity {b['equity']:.8f}, cash {b['cash']:.8f})"
+        base_pnl, equity, cash = (Decimal(str(b[k])) for k in ("pnl", "equity", "cash"))
+        text = f"{base_pnl:.8f} (equity {equity:.8f}, cash {cash:.8f})"
         if b["unconverted"]:
             text += f"; no rate for {', '.join(b['unconverted'])} (set portfolio.fx)"
         rows.append((f"PnL in {b['currency']}", text))
@@ -305,7 +435,7 @@ def live(
     _setup_logging(settings)
     node = Node(settings, mode="live", run_dir=run_dir, trading="live" if live_trading else "paper")
     result = asyncio.run(_live(node, duration, quiet, settings.live.status_every_s))
-    _print_summary(result)
+    _print_summary(result.summary)
 
 
 async def _live(node: Node, duration: float | None, quiet: bool, every: float) -> RunResult:
@@ -332,6 +462,157 @@ async def _status(node: Node, every: float) -> None:
             f"fills {st['fills']:,}",
             highlight=False,
         )
+
+
+@app.command()
+def schedule(
+    config: ConfigOpt = None,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="print the schedules and their next fire times")
+    ] = False,
+    once: Annotated[bool, typer.Option(help="return after the first firing")] = False,
+) -> None:
+    """Run the production notebooks of `runs.schedules` (cron) until Ctrl-C or SIGTERM.
+
+    Each scheduled time runs once, however many schedulers fire it (an idempotency key of
+    notebook, parameters and scheduled time in the run registry)."""
+    import threading
+
+    from quantlab.runs.schedule import check_schedules, next_fire_times, run_schedules
+
+    settings = load_settings(config)
+    _setup_logging(settings)
+    if not settings.runs.schedules:
+        err.print("no schedules: add [[runs.schedules]] (name, cron, parameters) to the config")
+        raise typer.Exit(2)
+    check_schedules(settings)
+    table = Table(title="schedules", title_justify="left")
+    for col in ("name", "cron", "timezone", "notebook", "parameters", "next runs"):
+        table.add_column(col, overflow="fold")
+    upcoming = next_fire_times(settings, n=3)
+    for sc in settings.runs.schedules:
+        table.add_row(
+            sc.name,
+            sc.cron,
+            sc.timezone,
+            sc.notebook or settings.runs.notebook,
+            escape(json.dumps(sc.parameters)),
+            "\n".join(f"{t:%Y-%m-%d %H:%M %Z}" for t in upcoming.get(sc.name, [])),
+        )
+    out.print(table)
+    if list_only:
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def fired(name: str, outcome: Any) -> None:
+        r = outcome.record
+        if outcome.skipped:
+            out.print(f"{name}: already ran as {r.run_id} ({r.status}), skipped")
+        else:
+            colour = "green" if r.status == "succeeded" else "red"
+            out.print(f"{name}: run {r.run_id} [{colour}]{r.status}[/] {r.report or ''}")
+            if r.error:
+                err.print(f"  {escape(r.error)}")
+
+    err.print("[dim]scheduler running; Ctrl-C stops it (a running notebook finishes first)[/]")
+    run_schedules(settings, config_path=config, stop=stop, once=once, on_fired=fired)
+
+
+def _parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``NAME=A|B|C`` (or ``NAME=[json list]``) per option into a grid of values."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not name.strip() or not values:
+            raise typer.BadParameter(f"--grid takes NAME=V1|V2|..., got {item!r}")
+        if values.lstrip().startswith("["):
+            try:
+                parsed = json.loads(values)
+            except json.JSONDecodeError as exc:
+                raise typer.BadParameter(f"--grid {name}: not a JSON list: {exc}") from None
+            if not isinstance(parsed, list) or not parsed:
+                raise typer.BadParameter(f"--grid {name}: expected a non-empty JSON list")
+            grid[name.strip()] = parsed
+        else:
+            grid[name.strip()] = [_parse_params([f"v={v}"])["v"] for v in values.split("|")]
+    return grid
+
+
+@app.command()
+def sweep(
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            "-g",
+            help="NAME=V1|V2|... (or NAME=[JSON list]); every combination of every --grid runs",
+        ),
+    ],
+    config: ConfigOpt = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=VALUE given to every run"),
+    ] = None,
+    notebook: Annotated[
+        Path | None, typer.Option(help="notebook to run (default: the production one)")
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (default: a LocalCluster on this machine)"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="LocalCluster workers (one kernel each)")] = 2,
+    html: Annotated[
+        Path | None, typer.Option(help="results table (default: <runs_dir>/sweeps/<id>.html)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run the production notebook once per combination of the --grid values, on Dask.
+
+    Every run is registered (same sweep id) with its executed notebook and report; the
+    results table is printed and written as HTML. Exits 1 if any run failed."""
+    from quantlab.runs.sweep import combinations
+    from quantlab.runs.sweep import sweep as run_sweep
+
+    settings = load_settings(config)
+    _setup_logging(settings)
+    fixed = _parse_params(param)
+    varied = _parse_grid(grid)
+    combos = [{**fixed, **combo} for combo in combinations(varied)]
+    result = run_sweep(
+        combos,
+        settings=settings,
+        notebook=notebook,
+        config_path=config,
+        scheduler=scheduler,
+        workers=workers,
+        progress=not quiet,
+    )
+    target = html or Path(settings.storage.runs_dir) / "sweeps" / f"{result.sweep_id}.html"
+    result.to_html(target)
+    table = Table(title=f"sweep {result.sweep_id}", title_justify="left")
+    names = sorted(varied)  # the fixed --param values are the same in every row
+    for col in ("run id", *names, "status", "fills", "PnL", "duration"):
+        table.add_column(col, overflow="fold")
+    for r in result.runs:
+        colour = "green" if r["status"] == "succeeded" else "red"
+        metrics = r.get("metrics") or {}
+        pnl = ", ".join(f"{Decimal(str(v)):.6f} {c}" for c, v in (metrics.get("pnl") or {}).items())
+        duration = r.get("duration_s")
+        table.add_row(
+            r["run_id"],
+            *(escape(str(r["parameters"].get(n, ""))) for n in names),
+            f"[{colour}]{r['status']}[/]",
+            str(metrics.get("fills", "")),
+            pnl or escape((r.get("error") or "")[:80]),
+            f"{duration:.1f} s" if duration is not None else "",
+        )
+    out.print(table)
+    out.print(f"results: {target}")
+    if result.failed:
+        err.print(f"[bold red]{len(result.failed)} of {len(result.runs)} runs failed[/]")
+        raise typer.Exit(1)
 
 
 @data_app.command("import")

@@ -338,6 +338,49 @@ class StorageConfig(_Section):
     )
 
 
+class ScheduleConfig(BaseModel):
+    """A production notebook run on a cron schedule (`quantlab schedule`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    cron: str = Field(description="five-field crontab: minute hour day month day-of-week")
+    notebook: str | None = Field(None, description="default: runs.notebook")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(
+                f"cron must have five fields (minute hour day month day-of-week), got {v!r}"
+            )
+        return v
+
+
+class RunsConfig(_Section):
+    notebook: str = Field(
+        "notebooks/production/production.ipynb",
+        description="the production notebook `quantlab run` executes",
+    )
+    kernel: str = Field("quantlab", description="Jupyter kernel the notebooks run on")
+    cell_timeout_s: float = Field(1800.0, gt=0, description="a cell running longer fails")
+    start_timeout_s: float = Field(60.0, gt=0, description="kernel start timeout")
+    start_retries: int = Field(
+        2, ge=0, description="retries of a kernel that fails to start (no cell has run)"
+    )
+    schedules: list[ScheduleConfig] = Field(default_factory=list)
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_names(cls, v: list[ScheduleConfig]) -> list[ScheduleConfig]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"schedule names must be unique, got {names}")
+        return v
+
+
 class Secrets(BaseSettings):
     """Credentials, read from the environment only."""
 
@@ -383,6 +426,7 @@ class Settings(BaseSettings):
     ledger: LedgerConfig = LedgerConfig()
     storage: StorageConfig = StorageConfig()
     live: LiveConfig = LiveConfig()
+    runs: RunsConfig = RunsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 

@@ -70,7 +70,7 @@ def test_bad_config_fails_with_the_key(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_run_in_live_mode_takes_the_configured_sources(tmp_path: Path) -> None:
+def test_run_in_paper_mode_takes_the_configured_sources(tmp_path: Path) -> None:
     (tmp_path / "quantlab.toml").write_text(
         '[[live.sources]]\ntype = "synthetic"\nname = "syn-a"\nsymbols = 3\nrate = 2000\n'
         f'[storage]\nlake_root = "{tmp_path / "lake"}"\nlake_cold_root = "{tmp_path / "cold"}"\n'
@@ -78,7 +78,7 @@ def test_run_in_live_mode_takes_the_configured_sources(tmp_path: Path) -> None:
     done = run(
         "run",
         "--mode",
-        "live",
+        "paper",
         "--duration",
         "2",
         "--quiet",

@@ -18,6 +18,7 @@ from typing import Any
 
 from quantlab.bus import topics
 from quantlab.bus.base import DeadLetter, Envelope, Handler
+from quantlab.bus.metrics import LatencyRecorder
 from quantlab.core.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,10 @@ class InProcessBus:
         self.dead_lettered = 0
         self.dead_letters: deque[DeadLetter] = deque(maxlen=1000)
         self.handler_errors: list[tuple[str, BaseException]] = []
+        # Per-consumer handler time (`quantlab.bus.metrics`), less what `settle` waited.
+        self.latency = LatencyRecorder()
+        self._settle_wait: dict[InProcessSubscription, float] = {}
+        self._current: dict[asyncio.Task[Any], InProcessSubscription] = {}
 
     # -- subscriptions --------------------------------------------------------------------
     def subscribe(
@@ -257,9 +262,11 @@ class InProcessBus:
         max_deliveries: int | None = None,
     ) -> InProcessSubscription:
         sub = self.subscribe(pattern, name=name, maxsize=maxsize, max_deliveries=max_deliveries)
-        self._tasks[sub] = asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self._run_handler(sub, handler), name=f"bus-consumer:{name}"
         )
+        self._tasks[sub] = task
+        self._current[task] = sub
         return sub
 
     async def _run_handler(self, sub: InProcessSubscription, handler: Handler) -> None:
@@ -267,6 +274,8 @@ class InProcessBus:
             envelope = await sub.get()
             if envelope is None:
                 return
+            started = time.perf_counter()
+            self._settle_wait[sub] = 0.0
             try:
                 await handler(envelope)
             except asyncio.CancelledError:
@@ -286,6 +295,8 @@ class InProcessBus:
                 sub.nack(envelope, f"{type(exc).__name__}: {exc}")
             else:
                 sub.ack(envelope)
+                spent = time.perf_counter() - started - self._settle_wait.pop(sub, 0.0)
+                self.latency.record(sub.name, spent)
 
     def _unsubscribe(self, sub: InProcessSubscription, outstanding: int) -> None:
         if sub in self._subs:
@@ -293,6 +304,8 @@ class InProcessBus:
             self._routes.clear()
             self._settled(outstanding)
         task = self._tasks.pop(sub, None)
+        if task is not None:
+            self._current.pop(task, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
@@ -384,12 +397,18 @@ class InProcessBus:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._settle_waiters.append((own, fut))
+        started = time.perf_counter()
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise BusError(
                 f"bus did not settle within {timeout}s: {self._outstanding} outstanding"
             ) from None
+        finally:
+            task = asyncio.current_task()
+            sub = self._current.get(task) if task is not None else None
+            if sub is not None and sub in self._settle_wait:
+                self._settle_wait[sub] += time.perf_counter() - started
 
     async def close(self) -> None:
         self._closed = True

@@ -122,6 +122,7 @@ class Node:
         self.run_dir = Path(run_dir or Path(settings.storage.runs_dir) / day / self.run_id)
         s = settings
         self.clock: Clock
+        self.replay = False
         if mode == "backtest":
             self.clock = SimulatedClock()
             replay = ReplaySource(
@@ -135,16 +136,27 @@ class Node:
             self.sources: list[MarketDataSource] = [replay]
             self.symbols = replay.symbols
             quality = QualityConfig(max_future_s=None, max_age_s=None)
+        elif self._replays_only(s, sources):
+            # Recorded data through the live code path: time is the data's (event time), the
+            # book is scratch in the run folder, as in a backtest; batches flush by size or
+            # wall time, and nothing waits for the bus between them.
+            self.replay = True
+            self.clock = SimulatedClock()
+            self.sources = sources if sources is not None else build_sources(s, self.clock)
+            self.symbols = []
+            quality = QualityConfig(max_future_s=None, max_age_s=None)
         else:
             self.clock = WallClock()
             self.sources = sources if sources is not None else build_sources(s, self.clock)
             self.symbols = []
             quality = QualityConfig(max_future_s=s.live.max_future_s)
+        # On the wall clock, with a book that outlives the process (restart reconciliation).
+        self.on_wall_clock = mode == "live" and not self.replay
         self.bus = InProcessBus()
         self.instruments = InstrumentBook(s.execution.tick_size, s.execution.lot_size)
         # A backtest's book is scratch, in its run folder; a live run's book must outlive the
         # process (restart reconciliation), one per trading mode.
-        self.state_dir = self.run_dir if mode == "backtest" else Path(s.storage.state_dir) / trading
+        self.state_dir = Path(s.storage.state_dir) / trading if self.on_wall_clock else self.run_dir
         self.db_url = s.storage.db_url or f"sqlite:///{self.state_dir / 'quantlab.db'}"
         self.dead_letters = DeadLetterFile(self.run_dir / "rejected.parquet")
         total = sum(src.total_rows or 0 for src in self.sources)
@@ -160,7 +172,7 @@ class Node:
             backoff=Backoff(
                 s.live.backoff_initial_s, max(s.live.backoff_max_s, s.live.backoff_initial_s)
             ),
-            stale_after_s=s.live.stale_after_s if mode == "live" else None,
+            stale_after_s=s.live.stale_after_s if self.on_wall_clock else None,
         )
         # The configured spec, plus the windows the strategy reads if the spec lacks them.
         self.spec = get_spec(s.features.spec).with_indicators(
@@ -207,7 +219,7 @@ class Node:
                 max_order_quantity=r.max_order_quantity,
                 collar_bps=r.collar_bps,
                 stale_after_s=r.stale_after_s,
-                rate_per_s=r.orders_per_s if mode == "live" else None,
+                rate_per_s=r.orders_per_s if self.on_wall_clock else None,
                 burst=r.burst,
             ),
             self.instruments,
@@ -221,7 +233,7 @@ class Node:
             ),
             breaker=BreakerConfig(
                 state_path=(
-                    str(self.risk_state_path(s, trading)) if mode == "live" else r.state_file
+                    str(self.risk_state_path(s, trading)) if self.on_wall_clock else r.state_file
                 ),
                 max_drawdown_soft=r.max_drawdown_soft,
                 max_drawdown_hard=r.max_drawdown_hard,
@@ -260,7 +272,7 @@ class Node:
         )
         self.settlement.after_post = self.meter.check_alerts
         # A backtest's own database is scratch (the run can be recomputed): no fsync per commit.
-        durable = mode == "live" or s.storage.db_url is not None
+        durable = self.on_wall_clock or s.storage.db_url is not None
         self._sql = make_engine(self.db_url, durable=durable)
         self._sql_status = (
             make_engine(self.db_url, synchronous="NORMAL")
@@ -278,12 +290,12 @@ class Node:
             clock=self.clock,
             not_found_grace_s=ex.not_found_grace_s,
             resolve_every_s=ex.resolve_every_s,
-            reconcile=mode == "live",
+            reconcile=self.on_wall_clock,
             fills_lookback_s=ex.fills_lookback_s,
             halt=self.risk.halt,
         )
         self.lake_writer: LakeWriter | None = None
-        if mode == "live" and s.live.write_lake:
+        if self.on_wall_clock and s.live.write_lake:
             lake = Lake(s.storage.lake_root, cold_root=s.storage.lake_cold_root)
             self.lake_writer = LakeWriter(lake)
         self.components: list[Component] = [
@@ -309,7 +321,7 @@ class Node:
         """The ledger of a live run goes on from what its database holds (a restart), then
         the budgets count that history: one exhausted before stops its agent again now."""
         ledger = self.settlement.ledger
-        if self.mode == "live" and self.portfolio_store is not None:
+        if self.on_wall_clock and self.portfolio_store is not None:
             ledger.post_all(self.portfolio_store.entries())
         for b in self.settings.ledger.budgets:
             history = ledger.add_budget(
@@ -374,7 +386,7 @@ class Node:
         try:
             for component in self.components:
                 await component.start(self.bus)
-            if self.mode == "live":
+            if self.on_wall_clock:
                 # A restart: what the book of record holds (brought up to date by the
                 # reconciliation) is exposure already, for the order builder and for risk.
                 # Both books drop a fill they have seen, so one that also came over the bus
@@ -429,6 +441,13 @@ class Node:
         if self._sql_status is not None:
             self._sql_status.dispose()
         return result
+
+    @staticmethod
+    def _replays_only(settings: Settings, sources: list[MarketDataSource] | None) -> bool:
+        if sources is not None:
+            return bool(sources) and all(isinstance(src, ReplaySource) for src in sources)
+        specs = settings.live.sources
+        return bool(specs) and all(spec.type == "replay" for spec in specs)
 
     def status(self) -> dict[str, Any]:
         """Live figures while running (events, orders, fills, per-source metrics)."""
@@ -488,6 +507,7 @@ class Node:
             costs=self.costs.totals(),
             ledger={**self.settlement.ledger_summary(), **self.meter.stats()},
             execution=self.execution.stats(),
+            latency={"consumers": self.bus.latency.summary(), "stages": self.bus.latency.stages()},
         )
         weights = pl.DataFrame(
             [

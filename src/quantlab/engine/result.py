@@ -47,6 +47,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     costs: dict[str, dict[str, Decimal]] = {}
     ledger: dict[str, Any] = {}
     execution: dict[str, Any] = {}
+    # Per-consumer handler latency and the DESIGN §7 stages against budget (`bus.metrics`).
+    latency: dict[str, Any] = {}
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

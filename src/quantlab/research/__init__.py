@@ -12,8 +12,84 @@ import polars as pl
 from quantlab.adapters.sim.data import bundled_files, read_bars
 from quantlab.config import Settings, load_settings
 from quantlab.engine import Node, RunResult
+from quantlab.research.charts import bar, cost_breakdown, hist, line, scatter, tear_sheet, to_pandas
+from quantlab.research.data import (
+    QualityReport,
+    bundled_catalog,
+    check_quality,
+    load_market,
+    open_lake,
+    project_root,
+    research_dir,
+    return_spikes,
+)
+from quantlab.research.features import (
+    compute_features,
+    describe_spec,
+    feature_channels,
+    forward_returns,
+    information_coefficients,
+    talib_agreement,
+)
+from quantlab.research.models import (
+    TrainedModel,
+    labelled_windows,
+    list_models,
+    load_model,
+    model_path,
+    score_predictions,
+    train_model,
+)
+from quantlab.research.patterns import (
+    PatternEvaluation,
+    Situation,
+    build_pattern_memory,
+    embed_windows,
+    evaluate_pattern_expert,
+    pattern_paths,
+    similar_situations,
+)
 
-__all__ = ["backtest", "bundled_files", "load_bars"]
+__all__ = [
+    "PatternEvaluation",
+    "QualityReport",
+    "Situation",
+    "TrainedModel",
+    "backtest",
+    "bar",
+    "build_pattern_memory",
+    "bundled_catalog",
+    "bundled_files",
+    "check_quality",
+    "compute_features",
+    "cost_breakdown",
+    "describe_spec",
+    "embed_windows",
+    "evaluate_pattern_expert",
+    "feature_channels",
+    "forward_returns",
+    "hist",
+    "information_coefficients",
+    "labelled_windows",
+    "line",
+    "list_models",
+    "load_bars",
+    "load_market",
+    "load_model",
+    "model_path",
+    "open_lake",
+    "pattern_paths",
+    "project_root",
+    "research_dir",
+    "return_spikes",
+    "scatter",
+    "score_predictions",
+    "similar_situations",
+    "talib_agreement",
+    "tear_sheet",
+    "to_pandas",
+    "train_model",
+]
 
 
 def load_bars(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +39,8 @@ from quantlab.risk.throttle import Throttle
 from quantlab.risk.var import VarConfig, VarModel
 
 log = logging.getLogger(__name__)
+
+HISTORY = 1000  # breaker changes and denials kept for reports
 
 _CLOSING_EVENTS = ("rejected", "canceled", "expired")
 _ALL_KINDS = (EventType.BAR, EventType.TRADE, EventType.QUOTE)
@@ -110,6 +112,9 @@ class RiskEngine:
         self.denied: Counter[str] = Counter()
         self.blocked: dict[str, str] = {}  # strategy id -> why it may not trade
         self.breaker_events = 0
+        # The latest breaker changes and denials, for reports and dashboards (bounded).
+        self.breaker_history: deque[dict[str, str]] = deque(maxlen=HISTORY)
+        self.recent_denials: deque[dict[str, str]] = deque(maxlen=HISTORY)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, bus: Bus) -> None:
@@ -252,6 +257,16 @@ class RiskEngine:
         denial = self.check(order)
         if denial is not None:
             self.denied[denial.reason] += 1
+            self.recent_denials.append(
+                {
+                    "timestamp": self.clock.now().isoformat(),
+                    "strategy_id": order.strategy_id,
+                    "symbol": order.symbol,
+                    "side": order.side.value,
+                    "reason": denial.reason,
+                    "detail": denial.detail,
+                }
+            )
             await bus.publish(
                 topics.orders("denied"),
                 OrderDenied(
@@ -391,6 +406,15 @@ class RiskEngine:
                 event.reason,
             )
             self.breaker_events += 1
+            self.breaker_history.append(
+                {
+                    "timestamp": event.timestamp.isoformat(),
+                    "previous": event.previous.value,
+                    "state": event.state.value,
+                    "trigger": event.trigger,
+                    "reason": event.reason,
+                }
+            )
             await self._bus.publish(topics.risk("breaker"), event, msg_id=change.msg_id)
 
     async def halt(self, trigger: str, reason: str) -> None:
@@ -428,6 +452,8 @@ class RiskEngine:
             "denied": dict(self.denied),
             "breaker": self.breaker.stats(),
             "breaker_events": self.breaker_events,
+            "breaker_history": list(self.breaker_history),
+            "recent_denials": list(self.recent_denials),
             "var": var,
             "cash": float(self.equity.cash),
             "throttle": self.throttle.stats() if self.throttle is not None else None,

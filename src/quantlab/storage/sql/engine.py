@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from quantlab.core.errors import StorageError
 
@@ -58,12 +61,27 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+_UPGRADE_LOCK = threading.Lock()  # Alembic's command API is not thread-safe
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` with Alembic (idempotent)."""
+    """Bring the schema to `revision` with Alembic (idempotent).
+
+    Safe to call from several threads (serialised) and processes at once: a process that
+    loses the race to create the schema (``table ... already exists``) tries again and
+    finds it done.
+    """
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    for attempt in range(5):
+        try:
+            with _UPGRADE_LOCK, engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def claim_trading_mode(engine: Engine, mode: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
 )
@@ -184,3 +185,26 @@ class PnlSnapshotRow(Base):
     total: Mapped[Decimal] = mapped_column(ExactDecimal)
     cash: Mapped[Decimal] = mapped_column(ExactDecimal)
     equity: Mapped[Decimal] = mapped_column(ExactDecimal)
+
+
+class RunRow(Base):
+    """A production run in the run registry (`quantlab.runs`): one executed notebook."""
+
+    __tablename__ = "runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    notebook: Mapped[str] = mapped_column(String(1024))
+    parameters: Mapped[str] = mapped_column(Text)  # JSON
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[str | None] = mapped_column(Text)  # JSON: the headline figures
+    output_dir: Mapped[str] = mapped_column(String(1024))
+    output_notebook: Mapped[str | None] = mapped_column(String(1024))
+    report: Mapped[str | None] = mapped_column(String(1024))
+    # One run per (notebook, parameters, scheduled time): schedules set it, a repeat is refused.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    scheduled_for: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    sweep_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
