@@ -7,7 +7,7 @@ PY := $(BIN)/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: run live lab test test-fast notebooks lint format typecheck contracts bench model clean help
+.PHONY: run live lab dashboard test test-fast notebooks lint format typecheck contracts bench model clean help
 
 help:
 	@echo "make run        create .venv, install, run the main job on embedded defaults"
@@ -16,6 +16,7 @@ help:
 	@echo "make live       run the engine live on the synthetic source until Ctrl-C"
 	@echo "make lab        JupyterLab on the quantlab kernel (notebooks/research, notebooks/production)"
 	@echo "make notebooks  run every notebook under nbval (part of make test)"
+	@echo "make dashboard  the live dashboard on http://127.0.0.1:5006/dashboard (run make live beside it)"
 	@echo "make bench      run the benchmarks in their --quick mode"
 	@echo "make model      retrain and register the bundled models (needs the ml extra)"
 	@echo "make lint | format | typecheck | contracts | clean"
@@ -41,9 +42,19 @@ KERNEL := $(VENV)/share/jupyter/kernels/quantlab/kernel.json
 $(KERNEL): $(VENV)/.run-deps
 	$(PY) -m ipykernel install --sys-prefix --name quantlab --display-name "Python (quantlab)" >/dev/null
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; it never
+# downloads a browser).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+/usr/bin/chromium:
+	$(SUDO) apt-get install -y -qq chromium >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null)
+
 # `make run`: the production notebook on its embedded defaults, through papermill.
 run: $(VENV)/.run-deps $(KERNEL)
 	$(BIN)/quantlab run
+
+dashboard: $(VENV)/.run-deps
+	$(BIN)/quantlab dashboard
 
 lab: $(VENV)/.lab-deps $(KERNEL)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
@@ -78,11 +89,11 @@ typecheck: $(VENV)/.test-deps
 contracts: $(VENV)/.test-deps
 	$(BIN)/lint-imports
 
-test: lint typecheck contracts $(KERNEL)
+test: lint typecheck contracts $(KERNEL) /usr/bin/chromium
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory notebooks
 
-test-fast: $(VENV)/.test-deps $(KERNEL)
+test-fast: $(VENV)/.test-deps $(KERNEL) /usr/bin/chromium
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # Every notebook top to bottom on the quantlab kernel (nbval, outputs not compared except

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from decimal import Decimal
@@ -182,13 +183,13 @@ def run(
     summary_file = Path(record.output_dir) / "summary.json"
     if summary_file.is_file():
         _print_summary(msgspec.json.decode(summary_file.read_bytes(), type=RunSummary))
-    _print_record(record)
+    _print_record(record, metrics=False)  # the summary above has the figures
     if record.status != "succeeded":
         err.print(f"[bold red]run {record.run_id} failed:[/] {escape(record.error or '')}")
         raise typer.Exit(1)
 
 
-def _print_record(record: RunRecord) -> None:
+def _print_record(record: RunRecord, *, metrics: bool = True) -> None:
     table = Table(title=f"run {record.run_id}", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -211,7 +212,7 @@ def _print_record(record: RunRecord) -> None:
         rows.append(("kernel starts", str(record.attempts)))
     if record.error:
         rows.append(("error", f"[red]{escape(record.error)}[/]"))
-    for key, value in record.metrics.items():
+    for key, value in record.metrics.items() if metrics else ():
         rows.append((key, escape(json.dumps(value, default=str))))
     for name, value in rows:
         table.add_row(name, value)
@@ -613,6 +614,105 @@ def sweep(
     if result.failed:
         err.print(f"[bold red]{len(result.failed)} of {len(result.runs)} runs failed[/]")
         raise typer.Exit(1)
+
+
+def _dashboard_app() -> Path:
+    from quantlab.research.data import project_root
+
+    try:
+        root = project_root(Path(__file__).parent)
+    except QuantlabError:
+        root = Path.cwd()
+    app_file = root / "apps" / "dashboard.py"
+    if not app_file.is_file():
+        raise QuantlabError(f"the dashboard app {app_file} is missing (a source checkout has it)")
+    return app_file
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def dashboard(
+    config: ConfigOpt = None,
+    address: Annotated[
+        str | None, typer.Option(help="bind address (default: dashboard.address, 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: dashboard.port, 5006)")] = None,
+    trading: Annotated[
+        str | None, typer.Option(help="follow the paper or the live engine (default: paper)")
+    ] = None,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(help="extra HOST:PORT allowed to open the websocket (a proxy's name)"),
+    ] = None,
+) -> None:
+    """Serve the live dashboard (Panel) until Ctrl-C: markets, portfolio, orders, signals,
+    risk, pipeline health, costs and runs, following the running engine.
+
+    Basic auth is on when QUANTLAB_DASHBOARD_PASSWORD (and QUANTLAB_DASHBOARD_COOKIE_SECRET)
+    are set; without it the dashboard only binds a loopback address."""
+    import subprocess
+    import tempfile
+
+    settings = load_settings(config)
+    d = settings.dashboard
+    address = address or d.address
+    port = port or d.port
+    if trading is not None and trading not in ("paper", "live"):
+        raise typer.BadParameter(f"--trading must be 'paper' or 'live', got {trading!r}")
+    password = settings.secrets.dashboard_password
+    if password is None and not _is_loopback(address):
+        raise QuantlabError(
+            f"refusing to serve the dashboard on {address} without authentication: set "
+            "QUANTLAB_DASHBOARD_PASSWORD and QUANTLAB_DASHBOARD_COOKIE_SECRET, or bind 127.0.0.1"
+        )
+    env = dict(os.environ)
+    if config is not None:
+        env["QUANTLAB_CONFIG"] = str(Path(config).resolve())
+    if trading is not None:
+        env["QUANTLAB_DASHBOARD__TRADING"] = trading
+    runs_dir = Path(settings.storage.runs_dir).resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    origins = {f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *(origin or [])}
+    cmd = [
+        sys.executable, "-m", "panel", "serve", str(_dashboard_app()),
+        "--address", address, "--port", str(port), "--liveness",
+        "--static-dirs", f"reports={runs_dir}",
+        *(arg for o in sorted(origins) for arg in ("--allow-websocket-origin", o)),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="ql-dashboard-") as tmp:
+        if password is not None:
+            cookie = settings.secrets.dashboard_cookie_secret
+            if cookie is None:
+                raise QuantlabError(
+                    "QUANTLAB_DASHBOARD_PASSWORD is set but QUANTLAB_DASHBOARD_COOKIE_SECRET is "
+                    "not: basic auth signs its cookie with that secret"
+                )
+            users = Path(tmp) / "users.json"
+            users.touch(mode=0o600)
+            users.write_text(json.dumps({d.user: password.get_secret_value()}))
+            cmd += ["--basic-auth", str(users)]
+            env["PANEL_COOKIE_SECRET"] = cookie.get_secret_value()
+        auth = f"basic auth as {d.user!r}" if password is not None else "no auth (loopback only)"
+        err.print(f"dashboard on http://{address}:{port}/dashboard ({auth}); Ctrl-C stops it")
+        proc = subprocess.Popen(cmd, env=env)  # noqa: S603 (our own interpreter and app)
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # never orphan the server
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            code = proc.wait(timeout=15)
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise typer.Exit(code)
 
 
 @data_app.command("import")

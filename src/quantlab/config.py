@@ -322,6 +322,9 @@ class LiveConfig(_Section):
     max_future_s: float = Field(5.0, gt=0, description="reject events this far in the future")
     write_lake: bool = True
     status_every_s: float = Field(1.0, gt=0)
+    monitor_every_s: float = Field(
+        0.5, gt=0, description="how often a live engine writes its dashboard snapshot"
+    )
 
 
 class StorageConfig(_Section):
@@ -335,6 +338,23 @@ class StorageConfig(_Section):
         "var/state",
         description="live runs: <state_dir>/<paper|live>/ holds the order database and the "
         "risk state, so a restart finds them (backtests keep theirs in the run folder)",
+    )
+
+
+class DashboardConfig(_Section):
+    address: str = Field("127.0.0.1", description="bind address; not loopback needs auth")
+    port: int = Field(5006, ge=1, le=65535)
+    trading: Literal["paper", "live"] = Field(
+        "paper", description="which engine's state the dashboard follows"
+    )
+    refresh_ms: int = Field(1000, ge=100, description="how often every page updates")
+    stale_after_s: float = Field(
+        5.0, gt=0, description="an engine silent this long is shown as not running"
+    )
+    user: str = Field(
+        "quantlab",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="basic-auth user; auth is on when QUANTLAB_DASHBOARD_PASSWORD is set",
     )
 
 
@@ -393,6 +413,9 @@ class Secrets(BaseSettings):
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
     polygon_api_key: SecretStr | None = None
+    # The dashboard's basic auth (`quantlab dashboard`): a password and the cookie secret.
+    dashboard_password: SecretStr | None = None
+    dashboard_cookie_secret: SecretStr | None = None
 
     def values(self) -> list[str]:
         """The non-empty secret values (for scrubbing logs)."""
@@ -427,6 +450,7 @@ class Settings(BaseSettings):
     storage: StorageConfig = StorageConfig()
     live: LiveConfig = LiveConfig()
     runs: RunsConfig = RunsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 

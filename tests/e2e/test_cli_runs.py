@@ -12,6 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from quantlab.testing.notebooks import write_notebook
+
 QUANTLAB = [sys.executable, "-m", "quantlab.cli"]
 DATA = "bundled:binance_btc_pairs_5m_2018-01.parquet"
 CANARIES = {
@@ -173,22 +175,12 @@ def test_canary_secrets_never_reach_notebooks_reports_logs_or_the_registry(tmp_p
     secrets = list(CANARIES.values())
     # A notebook that reads a key from its environment and prints it: the kernel sees the
     # environment (that is how secrets reach it), and what it prints is masked on the way out.
-    leaky = nbformat.v4.new_notebook()
-    leaky.cells = [
-        nbformat.v4.new_code_cell(
-            "run_id = None\nrun_dir = None", metadata={"tags": ["parameters"]}
-        ),
-        nbformat.v4.new_code_cell(
-            "import os\nkey = os.environ['QUANTLAB_ALPACA_API_KEY']\nprint('the key is', key)\nkey"
-        ),
-        nbformat.v4.new_code_cell("raise RuntimeError('failed with ' + key)"),
-    ]
-    leaky.metadata["kernelspec"] = {
-        "name": "quantlab",
-        "display_name": "quantlab",
-        "language": "python",
-    }
-    nbformat.write(leaky, tmp_path / "leaky.ipynb")
+    write_notebook(
+        tmp_path / "leaky.ipynb",
+        "run_id = None\nrun_dir = None",
+        "import os\nkey = os.environ['QUANTLAB_ALPACA_API_KEY']\nprint('the key is', key)\nkey",
+        "raise RuntimeError('failed with ' + key)",
+    )
     outputs = [
         run(
             tmp_path,

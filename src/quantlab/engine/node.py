@@ -22,6 +22,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ from quantlab.core.clock import Clock, SimulatedClock, WallClock
 from quantlab.core.enums import BreakerState, TimeInForce
 from quantlab.core.errors import QuantlabError
 from quantlab.core.instruments import InstrumentBook
+from quantlab.engine.monitor import MonitorWriter
 from quantlab.engine.result import RunResult, RunSummary
 from quantlab.engine.sources import build_sources
 from quantlab.engine.strategies import build_strategy
@@ -311,8 +313,17 @@ class Node:
             self.settlement,
             self.meter,
             *([self.lake_writer] if self.lake_writer else []),
-            self.ingest,
         ]
+        # A live engine shares its state with the dashboard (`quantlab dashboard`).
+        self.monitor: MonitorWriter | None = None
+        if self.on_wall_clock:
+            self.monitor = MonitorWriter(
+                self.state_dir / "monitor.json",
+                every_s=s.live.monitor_every_s,
+                collect=self._monitor_figures,
+            )
+            self.components.append(self.monitor)
+        self.components.append(self.ingest)
         self._stop = asyncio.Event()
         self._started: dt.datetime | None = None
         self._t0 = 0.0
@@ -441,6 +452,120 @@ class Node:
         if self._sql_status is not None:
             self._sql_status.dispose()
         return result
+
+    def _monitor_figures(self) -> dict[str, Any]:
+        """What the monitor snapshot takes from the engine's stages (see `engine.monitor`)."""
+        ingest = self.ingest.stats()
+        wall = max(time.perf_counter() - self._t0, 1e-9) if self._t0 else 0.0
+        risk = self.risk.stats()
+        marks = self.monitor.symbols if self.monitor is not None else {}
+        lim = self.settings.risk
+        usage = []
+        for symbol in sorted(marks):
+            exposure = float(self.risk.book.exposure(symbol))
+            price = marks[symbol].last or 0.0
+            notional = abs(exposure) * price
+            usage.append(
+                {
+                    "symbol": symbol,
+                    "exposure": exposure,
+                    "notional": notional,
+                    "limit": float(lim.max_position_notional),
+                    "usage": notional / float(lim.max_position_notional)
+                    if lim.max_position_notional
+                    else None,
+                }
+            )
+        ledger = self.settlement.ledger
+        now = self.clock.now()
+        budgets = []
+        for b in ledger.budgets:
+            spent = ledger.spent(b, now)
+            budgets.append(
+                {
+                    "agent": b.key,
+                    "currency": b.currency,
+                    "limit": float(b.limit),
+                    "spent": float(spent),
+                    "fraction": float(spent / b.limit) if b.limit else None,
+                    "period_days": b.period.total_seconds() / 86400 if b.period else None,
+                }
+            )
+        expenses = {
+            ccy: {k: float(v) for k, v in parts.items()}
+            for ccy, parts in self.settlement.ledger_summary()["expenses"].items()
+        }
+        open_orders = [
+            {
+                "client_order_id": x.order.client_order_id,
+                "timestamp": x.order.timestamp.isoformat(),
+                "strategy_id": x.order.strategy_id,
+                "symbol": x.order.symbol,
+                "side": x.order.side.value,
+                "quantity": float(x.order.quantity),
+                "price": None if x.order.price is None else float(x.order.price),
+                "filled": float(x.filled),
+                "status": x.status.value,
+                "venue": x.venue,
+            }
+            for x in self.execution.tracker.open_orders()
+        ]
+        positions = [
+            {k: (float(v) if isinstance(v, Decimal) else v) for k, v in row.items()}
+            for row in self.settlement.positions_frame().iter_rows(named=True)
+        ]
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "trading": self.trading,
+            "events": ingest["rows_in"],
+            "events_accepted": ingest["rows_accepted"],
+            "events_per_s": ingest["rows_in"] / wall if wall else 0.0,
+            "batches": ingest["batches"],
+            "ingest_rejects": ingest["rejected"],
+            "gaps": ingest["gaps"],
+            "sources": ingest["sources"],
+            "signals_total": sum(self.strategies.signals.values()),
+            "orders_total": self.builder.built,
+            "fills_total": self.execution.fills,
+            "positions": positions,
+            "open_orders": open_orders,
+            "pnl": {
+                ccy: {k: float(v) for k, v in parts.items()}
+                for ccy, parts in self.settlement.pnl().items()
+            },
+            "risk": {
+                "breaker": risk["breaker"],
+                "var": risk["var"],
+                "approved": risk["approved"],
+                "denied": risk["denied"],
+                "limits": {
+                    name: None if getattr(lim, name) is None else float(getattr(lim, name))
+                    for name in (
+                        "max_position_notional",
+                        "max_order_notional",
+                        "max_gross_notional",
+                        "var_limit",
+                    )
+                },
+                "usage": usage,
+            },
+            "latency": {
+                "stages": self.bus.latency.stages(),
+                "consumers": self.bus.latency.summary(),
+            },
+            "bus": {
+                "published": self.bus.published,
+                "dead_letters": self.bus.dead_lettered,
+                "handler_errors": len(self.bus.handler_errors),
+            },
+            "ledger": {"entries": len(ledger), "expenses": expenses, "budgets": budgets},
+            "charged": {k: float(v) for k, v in self.meter.charged.items()},
+            "costs": {
+                ccy: {k: float(v) for k, v in parts.items()}
+                for ccy, parts in self.costs.totals().items()
+            },
+        }
 
     @staticmethod
     def _replays_only(settings: Settings, sources: list[MarketDataSource] | None) -> bool:

@@ -90,6 +90,23 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _failed_row(index: int, parameters: dict[str, Any], error: str | None) -> dict[str, Any]:
+    """A sweep row before its run is known (or when it never got a registry row)."""
+    return {
+        "index": index,
+        "parameters": parameters,
+        "run_id": None,
+        "status": "failed",
+        "error": error,
+        "metrics": {},
+        "duration_s": None,
+        "attempts": 0,
+        "output_dir": None,
+        "output_notebook": None,
+        "report": None,
+    }
+
+
 def run_one(
     index: int,
     parameters: dict[str, Any],
@@ -104,19 +121,7 @@ def run_one(
     The settings travel as plain data without secrets (``Settings.model_dump()``): the worker
     reads its own environment for those, as the notebook's kernel does.
     """
-    out: dict[str, Any] = {
-        "index": index,
-        "parameters": parameters,
-        "run_id": None,
-        "status": "failed",
-        "error": None,
-        "metrics": {},
-        "duration_s": None,
-        "attempts": 0,
-        "output_dir": None,
-        "output_notebook": None,
-        "report": None,
-    }
+    out = _failed_row(index, parameters, None)
     registry = None
     try:
         settings = Settings.model_validate(settings_data)
@@ -397,7 +402,7 @@ def sweep(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address="127.0.0.1:0",  # None still binds 0.0.0.0:8787 for /metrics
                 host="127.0.0.1",
             )
         else:
@@ -455,19 +460,7 @@ def sweep(
 def _lost(
     index: int, parameters: dict[str, Any], sweep_id: str, exc: BaseException
 ) -> dict[str, Any]:
-    return {
-        "index": index,
-        "parameters": parameters,
-        "run_id": None,
-        "status": "failed",
-        "error": f"{type(exc).__name__}: {exc}",
-        "metrics": {},
-        "duration_s": None,
-        "attempts": 0,
-        "output_dir": None,
-        "output_notebook": None,
-        "report": None,
-    }
+    return _failed_row(index, parameters, f"{type(exc).__name__}: {exc}")
 
 
 def _close_lost_rows(settings: Settings, result: SweepResult) -> None:

@@ -204,6 +204,8 @@ class HedgeStrategy:
                 near = expert.neighbours(i)[:3]
                 metadata["pattern_neighbours"] = ",".join(nb.id for nb in near)
                 metadata["pattern_similarity"] = f"{near[0].similarity:.4f}"
+                metadata["pattern_similarities"] = ",".join(f"{nb.similarity:.4f}" for nb in near)
+                metadata["pattern_outcomes"] = ",".join(f"{nb.outcome:.6g}" for nb in near)
         return Signal(
             signal_id=ids.signal_id(self.strategy_id, str(row["symbol"]), ts_ns),
             strategy_id=self.strategy_id,

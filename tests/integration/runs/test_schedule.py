@@ -7,7 +7,6 @@ import logging
 import threading
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from quantlab.config import ScheduleConfig, load_settings
@@ -21,28 +20,18 @@ from quantlab.runs.schedule import (
     run_schedules,
     trigger_for,
 )
+from quantlab.testing.notebooks import write_notebook
 
 pytestmark = pytest.mark.integration
 
 
 def tiny_notebook(path: Path) -> Path:
     """A `parameters` cell and a cell that raises when ``fail`` is true."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("x = 1\nfail = False\nrun_id = None\nrun_dir = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        nbformat.v4.new_code_cell(
-            "if fail:\n    raise ValueError(f'asked to fail (x={x})')\nprint('x is', x)"
-        ),
-    ]
-    nb.metadata["kernelspec"] = {
-        "name": "quantlab",
-        "display_name": "quantlab",
-        "language": "python",
-    }
-    nbformat.write(nb, str(path))
-    return path
+    return write_notebook(
+        path,
+        "x = 1\nfail = False\nrun_id = None\nrun_dir = None",
+        "if fail:\n    raise ValueError(f'asked to fail (x={x})')\nprint('x is', x)",
+    )
 
 
 def make_settings(tmp_path: Path, schedules: list[dict]):

@@ -14,6 +14,7 @@ from quantlab.research.production import ParameterError
 from quantlab.runs.executor import RunError
 from quantlab.runs.registry import RunRegistry
 from quantlab.runs.sweep import combinations, sweep
+from quantlab.testing.notebooks import write_notebook
 
 pytestmark = pytest.mark.integration
 
@@ -21,27 +22,16 @@ pytestmark = pytest.mark.integration
 def tiny_notebook(path: Path) -> Path:
     """Parameters ``x`` and ``fail``; writes a ``summary.json`` (headline metrics) and
     raises when ``fail`` is true."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("x = 1\nfail = False\nrun_id = None\nrun_dir = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        nbformat.v4.new_code_cell(
-            "import json, pathlib\n"
-            "if fail:\n"
-            "    raise ValueError(f'asked to fail (x={x})')\n"
-            "summary = {'mode': 'backtest', 'fills': x, 'pnl': {'BTC': {'total': x * 1.5}}}\n"
-            "pathlib.Path(run_dir, 'summary.json').write_text(json.dumps(summary))\n"
-            "print('x is', x)"
-        ),
-    ]
-    nb.metadata["kernelspec"] = {
-        "name": "quantlab",
-        "display_name": "quantlab",
-        "language": "python",
-    }
-    nbformat.write(nb, str(path))
-    return path
+    return write_notebook(
+        path,
+        "x = 1\nfail = False\nrun_id = None\nrun_dir = None",
+        "import json, pathlib\n"
+        "if fail:\n"
+        "    raise ValueError(f'asked to fail (x={x})')\n"
+        "summary = {'mode': 'backtest', 'fills': x, 'pnl': {'BTC': {'total': x * 1.5}}}\n"
+        "pathlib.Path(run_dir, 'summary.json').write_text(json.dumps(summary))\n"
+        "print('x is', x)",
+    )
 
 
 def test_combinations() -> None:

@@ -1,0 +1,363 @@
+"""The monitor snapshot: what a running engine shares with the dashboard in other processes.
+
+`MonitorWriter` is a bus component of a live `Node`. It follows market data, orders, fills,
+denials, signals, expert weights and breaker events on the bus, and every
+``live.monitor_every_s`` it writes one JSON document, atomically (temp file, fsync-free
+rename), to ``<state_dir>/<paper|live>/monitor.json``: the engine's heartbeat and status, per
+symbol the last price, spread and volume with a short history, positions and PnL with an
+equity history, open orders, recent fills, order-state counts, rejects and denials with their
+reasons, the latest signals (pattern neighbours included), expert weights over time, risk
+(limit usage, VaR against its limit, the breaker and its history), pipeline health (events/s,
+rejects, reconnects, lag per source, per-stage latency against the budget) and costs (the
+ledger by agent, budgets and burn rate). On a clean stop it writes a last one with status
+``stopped``. `read_snapshot` reads it back (None if absent or half-written).
+
+The order book of record stays in SQL; this file is a view, rebuilt from scratch by every
+engine start, so losing it loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from quantlab.bus import topics
+from quantlab.bus.base import Bus, Envelope
+from quantlab.core.messages import (
+    BreakerEvent,
+    ExpertWeights,
+    Fill,
+    MarketBatch,
+    OrderDenied,
+    OrderEvent,
+    Signal,
+)
+
+log = logging.getLogger(__name__)
+
+HISTORY = 120  # points of price history per symbol in the snapshot
+RECENT = 200  # fills, signals, rejects kept
+EQUITY_POINTS = 600  # equity history (one point per write)
+SCHEMA = 1
+
+_PRICE_COLUMNS = {
+    "quote": ("bid", "ask", "bid_size", "ask_size"),
+    "trade": ("price", "size"),
+    "bar": ("close", "volume"),
+}
+
+
+def _f(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+class _Symbol:
+    __slots__ = ("ask", "bid", "history", "kind", "last", "ts", "volume")
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.bid: float | None = None
+        self.ask: float | None = None
+        self.volume = 0.0
+        self.ts = 0
+        self.kind = ""
+        self.history: deque[tuple[int, float, float | None, float]] = deque(maxlen=HISTORY)
+
+
+class MonitorWriter:
+    """Keeps the dashboard's view of a running engine and writes it every `every_s` seconds.
+
+    Parameters
+    ----------
+    path
+        The snapshot file (``<state_dir>/<trading>/monitor.json`` for a live node).
+    every_s
+        Seconds between writes.
+    collect
+        Called at each write for the figures the engine holds itself (status, positions,
+        PnL, risk, latency, ledger...); its dict is merged into the snapshot.
+    """
+
+    name = "monitor"
+
+    def __init__(
+        self, path: str | Path, *, every_s: float, collect: Callable[[], dict[str, Any]]
+    ) -> None:
+        if every_s <= 0:
+            raise ValueError(f"monitor every_s must be > 0, got {every_s!r}")
+        self.path = Path(path)
+        self.every_s = every_s
+        self.collect = collect
+        self.symbols: dict[str, _Symbol] = {}
+        self.order_states: Counter[str] = Counter()
+        self.fills: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.rejects: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.reject_reasons: Counter[str] = Counter()
+        self.signals: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.weights: dict[str, deque[dict[str, Any]]] = {}
+        self.breaker: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.equity: deque[dict[str, Any]] = deque(maxlen=EQUITY_POINTS)
+        self.charged: deque[tuple[float, dict[str, float]]] = deque(maxlen=EQUITY_POINTS)
+        self.writes = 0
+        self.write_errors = 0
+        self._task: asyncio.Task[None] | None = None
+        self._started = dt.datetime.now(dt.UTC)
+
+    # -- bus ----------------------------------------------------------------------------
+    async def start(self, bus: Bus) -> None:
+        bus.consume(topics.ALL_MARKET_DATA, self._on_market, name=f"{self.name}.market")
+        bus.consume("orders.*", self._on_order, name=f"{self.name}.orders")
+        bus.consume(topics.ALL_SIGNALS, self._on_signal, name=f"{self.name}.signals")
+        bus.consume("weights.*", self._on_weights, name=f"{self.name}.weights")
+        bus.consume(topics.risk("breaker"), self._on_breaker, name=f"{self.name}.breaker")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._started = dt.datetime.now(dt.UTC)
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="monitor-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.write(status="stopped")
+
+    async def _loop(self) -> None:
+        while True:
+            self.write(status="running")
+            await asyncio.sleep(self.every_s)
+
+    async def _on_market(self, envelope: Envelope) -> None:
+        batch = envelope.payload
+        if not isinstance(batch, MarketBatch) or batch.frame.height == 0:
+            return
+        kind = batch.kind.topic_name
+        cols = _PRICE_COLUMNS.get(kind)
+        frame = batch.frame
+        if cols is None or not set(cols) <= set(frame.columns):
+            return
+        stamps = frame.get_column("timestamp").cast(pl.Datetime("ns", "UTC")).cast(pl.Int64)
+        last = (
+            frame.with_columns(stamps.alias("__ts"))
+            .group_by("symbol", maintain_order=True)
+            .agg(pl.all().last(), pl.col(cols[-1]).sum().alias("__volume"))
+        )
+        for row in last.iter_rows(named=True):
+            sym = self.symbols.get(row["symbol"])
+            if sym is None:
+                sym = self.symbols[row["symbol"]] = _Symbol()
+            spread: float | None = None
+            price: float | None
+            if kind == "quote":
+                bid, ask = _f(row["bid"]), _f(row["ask"])
+                if bid is None or ask is None:
+                    continue
+                sym.bid, sym.ask = bid, ask
+                price, spread = (bid + ask) / 2, ask - bid
+                volume = 0.0
+            else:
+                price = _f(row[cols[0]])
+                if price is None:
+                    continue
+                volume = _f(row["__volume"]) or 0.0
+                sym.volume += volume
+                if sym.bid is not None and sym.ask is not None:
+                    spread = sym.ask - sym.bid
+            ts = int(row["__ts"])
+            if ts < sym.ts:
+                continue  # an older event of another kind: the chart's time only moves forward
+            sym.last, sym.ts, sym.kind = price, ts, kind
+            sym.history.append((ts, price, spread, volume))
+
+    async def _on_order(self, envelope: Envelope) -> None:
+        msg = envelope.payload
+        status = envelope.topic.rsplit(".", 1)[-1]
+        self.order_states[status] += 1
+        if isinstance(msg, Fill):
+            self.fills.append(
+                {
+                    "timestamp": msg.timestamp.isoformat(),
+                    "symbol": msg.symbol,
+                    "side": msg.side.value,
+                    "quantity": float(msg.quantity),
+                    "price": float(msg.price),
+                    "fee": float(msg.fee),
+                    "venue": msg.venue,
+                    "client_order_id": msg.client_order_id,
+                }
+            )
+        elif isinstance(msg, OrderDenied):
+            self.reject_reasons[f"risk: {msg.reason}"] += 1
+            self.rejects.append(
+                {
+                    "timestamp": msg.timestamp.isoformat(),
+                    "symbol": msg.order.symbol,
+                    "source": "risk",
+                    "reason": msg.reason,
+                    "detail": msg.detail,
+                }
+            )
+        elif isinstance(msg, OrderEvent) and status in ("rejected", "unknown"):
+            self.reject_reasons[f"venue: {status}"] += 1
+            self.rejects.append(
+                {
+                    "timestamp": msg.timestamp.isoformat(),
+                    "symbol": msg.symbol,
+                    "source": f"venue {msg.venue}",
+                    "reason": status,
+                    "detail": msg.reason,
+                }
+            )
+
+    async def _on_signal(self, envelope: Envelope) -> None:
+        s: Signal = envelope.payload
+        meta = s.metadata
+        self.signals.append(
+            {
+                "timestamp": s.timestamp.isoformat(),
+                "strategy_id": s.strategy_id,
+                "symbol": s.symbol,
+                "side": s.side.value,
+                "strength": s.strength,
+                "confidence": s.confidence,
+                "mid": s.mid,
+                "pattern_neighbours": [
+                    n for n in meta.get("pattern_neighbours", "").split(",") if n
+                ],
+                "pattern_similarity": [
+                    float(x) for x in meta.get("pattern_similarities", "").split(",") if x
+                ],
+                "pattern_outcomes": [
+                    float(x) for x in meta.get("pattern_outcomes", "").split(",") if x
+                ],
+            }
+        )
+
+    async def _on_weights(self, envelope: Envelope) -> None:
+        w: ExpertWeights = envelope.payload
+        history = self.weights.setdefault(w.strategy_id, deque(maxlen=EQUITY_POINTS))
+        history.append({"timestamp": w.timestamp.isoformat(), "rounds": w.rounds, **w.weights})
+
+    async def _on_breaker(self, envelope: Envelope) -> None:
+        e: BreakerEvent = envelope.payload
+        self.breaker.append(
+            {
+                "timestamp": e.timestamp.isoformat(),
+                "previous": e.previous.value,
+                "state": e.state.value,
+                "trigger": e.trigger,
+                "reason": e.reason,
+            }
+        )
+
+    # -- the snapshot ------------------------------------------------------------------------
+    def snapshot(self, status: str) -> dict[str, Any]:
+        now = time.time()
+        extra = self.collect()
+        pnl = extra.get("pnl", {})
+        self.equity.append({"t": now, **{ccy: float(v.get("total", 0)) for ccy, v in pnl.items()}})
+        charged = {k: float(v) for k, v in (extra.get("charged") or {}).items()}
+        self.charged.append((now, charged))
+        burn = {}
+        first_t, first = self.charged[0]
+        for i in range(len(self.charged) - 1, -1, -1):  # the point ~60 s back, or the first
+            if now - self.charged[i][0] >= 60:
+                first_t, first = self.charged[i]
+                break
+        span = now - first_t
+        if span > 0:
+            burn = {k: (v - first.get(k, 0.0)) / span * 3600 for k, v in charged.items()}
+        markets = {
+            name: {
+                "last": s.last,
+                "bid": s.bid,
+                "ask": s.ask,
+                "spread": None if s.bid is None or s.ask is None else s.ask - s.bid,
+                "volume": s.volume,
+                "ts": s.ts,
+                "kind": s.kind,
+                "history": [list(p) for p in s.history],
+            }
+            for name, s in sorted(self.symbols.items())
+        }
+        return {
+            "schema": SCHEMA,
+            "status": status,
+            "pid": os.getpid(),
+            "written_at": now,
+            "engine_started": self._started.isoformat(),
+            **extra,
+            "markets": markets,
+            "order_states": dict(self.order_states),
+            "fills": list(self.fills),
+            "rejects": list(self.rejects),
+            "reject_reasons": dict(self.reject_reasons),
+            "signals": list(self.signals)[-50:],
+            "weights": {k: list(v) for k, v in self.weights.items()},
+            "breaker_history": list(self.breaker),
+            "equity": list(self.equity),
+            "burn_per_hour": burn,
+        }
+
+    def write(self, status: str = "running") -> None:
+        """Write the snapshot atomically; a failure is logged and counted, never raised."""
+        try:
+            data = msgspec.json.encode(self.snapshot(status))
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.path)
+            self.writes += 1
+        except Exception as exc:  # the dashboard's view must never stop the engine
+            self.write_errors += 1
+            if self.write_errors <= 3:
+                log.warning(
+                    "monitor snapshot %s not written: %s: %s", self.path, type(exc).__name__, exc
+                )
+
+
+def read_snapshot(path: str | Path) -> dict[str, Any] | None:
+    """The snapshot at `path`, or None if there is none (or it cannot be read)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    try:
+        out = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return out if isinstance(out, dict) and out.get("schema") == SCHEMA else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def engine_running(snapshot: dict[str, Any] | None, *, stale_after_s: float = 5.0) -> bool:
+    """Whether the engine that wrote `snapshot` is running now (fresh heartbeat, live pid)."""
+    if not snapshot or snapshot.get("status") != "running":
+        return False
+    if time.time() - float(snapshot.get("written_at", 0)) > stale_after_s:
+        return False
+    return pid_alive(int(snapshot.get("pid", -1)))
