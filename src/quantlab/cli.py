@@ -680,11 +680,12 @@ def dashboard(
         env["QUANTLAB_CONFIG"] = str(Path(config).resolve())
     if trading is not None:
         env["QUANTLAB_DASHBOARD__TRADING"] = trading
+    app_file = _dashboard_app()
     runs_dir = Path(settings.storage.runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     origins = {f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *(origin or [])}
     cmd = [
-        sys.executable, "-m", "panel", "serve", str(_dashboard_app()),
+        sys.executable, "-m", "panel", "serve", str(app_file),
         "--address", address, "--port", str(port), "--liveness",
         "--static-dirs", f"reports={runs_dir}",
         *(arg for o in sorted(origins) for arg in ("--allow-websocket-origin", o)),
@@ -700,7 +701,12 @@ def dashboard(
             users = Path(tmp) / "users.json"
             users.touch(mode=0o600)
             users.write_text(json.dumps({d.user: password.get_secret_value()}))
-            cmd += ["--basic-auth", str(users)]
+            cmd += [
+                "--basic-auth",
+                str(users),
+                "--basic-login-template",
+                str(app_file.parent / "login.html"),
+            ]
             env["PANEL_COOKIE_SECRET"] = cookie.get_secret_value()
         auth = f"basic auth as {d.user!r}" if password is not None else "no auth (loopback only)"
         err.print(f"dashboard on http://{address}:{port}/dashboard ({auth}); Ctrl-C stops it")

@@ -178,7 +178,9 @@ class MonitorWriter:
                 volume = _f(row["__volume"]) or 0.0
                 sym.volume += volume
                 if sym.bid is not None and sym.ask is not None:
-                    spread = sym.ask - sym.bid
+                    # Quoted: the price shown is the mid (a trade prints at the bid or the
+                    # ask, and a line through both would only draw the spread).
+                    price, spread = (sym.bid + sym.ask) / 2, sym.ask - sym.bid
             ts = int(row["__ts"])
             if ts < sym.ts:
                 continue  # an older event of another kind: the chart's time only moves forward
