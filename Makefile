@@ -30,7 +30,7 @@ $(VENV)/.run-deps: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(PY)
-	$(PIP) -e '.[dev,live,ml]' 2> >(grep -v "is ignored: it is neither" >&2)
+	$(PIP) -e '.[dev,live,ml,db]' 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $@ $(VENV)/.run-deps
 
 $(VENV)/.lab-deps: pyproject.toml | $(PY)
@@ -42,12 +42,18 @@ KERNEL := $(VENV)/share/jupyter/kernels/quantlab/kernel.json
 $(KERNEL): $(VENV)/.run-deps
 	$(PY) -m ipykernel install --sys-prefix --name quantlab --display-name "Python (quantlab)" >/dev/null
 
-# Debian's chromium for the dashboard's browser tests (Playwright drives it; it never
-# downloads a browser).
+# Debian packages the tests use: chromium for the dashboard's browser tests (Playwright drives
+# it; it never downloads a browser), PostgreSQL and redis-server, which the tests start
+# themselves on 127.0.0.1 (throwaway instances, stopped at the end).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-/usr/bin/chromium:
-	$(SUDO) apt-get install -y -qq chromium >/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null)
+SYSTEM_PACKAGES := chromium postgresql redis-server
+$(VENV)/.system-deps: | $(PY)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/redis-server ] || \
+	    ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		$(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null); \
+	fi
+	@touch $@
 
 # `make run`: the production notebook on its embedded defaults, through papermill.
 run: $(VENV)/.run-deps $(KERNEL)
@@ -89,11 +95,11 @@ typecheck: $(VENV)/.test-deps
 contracts: $(VENV)/.test-deps
 	$(BIN)/lint-imports
 
-test: lint typecheck contracts $(KERNEL) /usr/bin/chromium
+test: lint typecheck contracts $(KERNEL) $(VENV)/.system-deps
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory notebooks
 
-test-fast: $(VENV)/.test-deps $(KERNEL) /usr/bin/chromium
+test-fast: $(VENV)/.test-deps $(KERNEL) $(VENV)/.system-deps
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # Every notebook top to bottom on the quantlab kernel (nbval, outputs not compared except

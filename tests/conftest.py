@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from quantlab.testing.postgres_server import PostgresServer
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "quantlab" / "_data" / "market"
 
@@ -31,3 +34,11 @@ def _own_state_dir(
     """Live runs keep their order book and breaker state in `storage.state_dir`, which
     outlives a run: each test gets its own (subprocesses inherit it through the env)."""
     monkeypatch.setenv("QUANTLAB_STORAGE__STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (one per test worker); `.database()` makes
+    a fresh database and returns its URL."""
+    with PostgresServer() as server:
+        yield server

@@ -149,8 +149,8 @@ class ScriptedVenue:
 
 
 class Harness:
-    def __init__(self, db: Path, venue: ScriptedVenue, **options: object) -> None:
-        self.sql = make_engine(f"sqlite:///{db}")
+    def __init__(self, db: str, venue: ScriptedVenue, **options: object) -> None:
+        self.sql = make_engine(db)
         upgrade(self.sql)
         self.store = SqlOrderStore(self.sql)
         self.venue = venue
@@ -188,9 +188,17 @@ class Harness:
         return None if record is None else record.status
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def book(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The order book's URL: a SQLite file, and a database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'book.db'}"
+    return str(request.getfixturevalue("postgres").database())
+
+
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path / "book.db", ScriptedVenue(), not_found_grace_s=0.2)
+async def harness(book: str) -> AsyncIterator[Harness]:
+    h = Harness(book, ScriptedVenue(), not_found_grace_s=0.2)
     await h.start()
     yield h
     await h.close()
@@ -296,9 +304,9 @@ def msgspec_replace(state: VenueOrderState, **changes: object) -> VenueOrderStat
 # -- reconciliation at start ----------------------------------------------------------------
 
 
-async def test_reconciliation_adopts_closes_flags_and_recovers_fills(tmp_path: Path) -> None:
+async def test_reconciliation_adopts_closes_flags_and_recovers_fills(book: str) -> None:
     venue = ScriptedVenue()
-    db = tmp_path / "book.db"
+    db = book
     # A first life: four orders, then the process dies (nothing more is written).
     first = Harness(db, venue)
     await first.start()
@@ -392,10 +400,10 @@ async def test_a_halt_during_a_submission_cancels_the_order_when_the_venue_answe
 
 
 async def test_an_order_the_venue_acknowledged_and_then_lost_is_never_closed_by_us(
-    tmp_path: Path,
+    book: str,
 ) -> None:
     venue = ScriptedVenue()
-    h = Harness(tmp_path / "book.db", venue, not_found_grace_s=0.0)
+    h = Harness(book, venue, not_found_grace_s=0.0)
     await h.start()
     order = make_order(32)
     await h.engine.submit(order)
@@ -409,10 +417,10 @@ async def test_an_order_the_venue_acknowledged_and_then_lost_is_never_closed_by_
 
 
 async def test_a_venue_that_cannot_be_reconciled_halts_and_its_orders_become_unknown(
-    tmp_path: Path,
+    book: str,
 ) -> None:
     venue = ScriptedVenue()
-    db = tmp_path / "book.db"
+    db = book
     first = Harness(db, venue)
     await first.start()
     order = make_order(33)
@@ -435,9 +443,9 @@ async def test_a_venue_that_cannot_be_reconciled_halts_and_its_orders_become_unk
     await second.close()
 
 
-async def test_an_order_open_at_the_venue_but_closed_in_our_book_halts(tmp_path: Path) -> None:
+async def test_an_order_open_at_the_venue_but_closed_in_our_book_halts(book: str) -> None:
     venue = ScriptedVenue()
-    db = tmp_path / "book.db"
+    db = book
     first = Harness(db, venue, not_found_grace_s=0.0)
     await first.start()
     order = make_order(34)

@@ -13,9 +13,14 @@ from quantlab.runs import RunNotFoundError, RunRegistry, idempotency_key
 T0 = dt.datetime(2026, 1, 5, 6, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> RunRegistry:
-    reg = RunRegistry(f"sqlite:///{tmp_path / 'registry.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> RunRegistry:
+    """The registry on SQLite, and on a real PostgreSQL server (a shared `storage.db_url`)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        url = request.getfixturevalue("postgres").database()
+    reg = RunRegistry(url)
     yield reg
     reg.close()
 

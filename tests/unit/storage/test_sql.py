@@ -43,11 +43,16 @@ def make_db(tmp_path: Path) -> Iterator[MakeEngine]:
         engine.dispose()
 
 
-@pytest.fixture
-def engine(make_db: MakeEngine) -> Engine:
-    engine = make_db()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, make_db: MakeEngine) -> Iterator[Engine]:
+    """A migrated order book on SQLite and on a real PostgreSQL server (psycopg 3)."""
+    if request.param == "sqlite":
+        engine = make_db()
+    else:
+        engine = make_engine(request.getfixturevalue("postgres").database())
     upgrade(engine)
-    return engine
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
@@ -204,12 +209,17 @@ def test_enums_are_stored_as_plain_strings(engine: Engine, store: SqlOrderStore)
     order = make_order(side=Side.BUY)
     store.record_intent(order, "paper", OrderStatus.PENDING_SUBMIT)
     store.record_fill(make_fill(order, "t1", order.quantity), OrderStatus.FILLED)
+    pg = engine.dialect.name == "postgresql"
+    query = (
+        "SELECT side, order_type, time_in_force, status, pg_typeof(side)::text FROM orders"
+        if pg
+        else "SELECT side, order_type, time_in_force, status, typeof(side) FROM orders"
+    )
     with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT side, order_type, time_in_force, status, typeof(side) FROM orders")
-        ).one()
+        row = conn.execute(text(query)).one()
         liquidity = conn.execute(text("SELECT liquidity FROM fills")).scalar_one()
-    assert tuple(row) == ("buy", "limit", "gtc", "filled", "text")
+    plain = "character varying" if pg else "text"
+    assert tuple(row) == ("buy", "limit", "gtc", "filled", plain)
     assert liquidity == "taker"
 
 
@@ -413,11 +423,8 @@ def test_frames_of_an_empty_store_have_the_schema(store: SqlOrderStore) -> None:
     assert store.fills_frame().schema["timestamp"] == pl.Datetime("us", "UTC")
 
 
-def test_a_database_serves_paper_or_live_trading_never_both(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'book.db'}")
-    upgrade(engine)
+def test_a_database_serves_paper_or_live_trading_never_both(engine: Engine) -> None:
     claim_trading_mode(engine, "paper")
     claim_trading_mode(engine, "paper")  # the same mode again: fine
     with pytest.raises(StorageError, match=r"holds the orders of paper trading; a live run"):
         claim_trading_mode(engine, "live")
-    engine.dispose()

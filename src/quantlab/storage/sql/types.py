@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Numeric, String
@@ -31,7 +31,11 @@ class Money(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return Decimal(value) if not isinstance(value, Decimal) else value.normalize()
+        if not isinstance(value, Decimal):
+            return Decimal(value)
+        # NUMERIC(38, 18) comes back with 18 decimals; drop the trailing zeros exactly (the
+        # default context's 28 digits would round a 38-digit value).
+        return value.normalize(Context(prec=max(28, len(value.as_tuple().digits))))
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
