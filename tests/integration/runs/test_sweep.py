@@ -181,3 +181,30 @@ def test_a_run_whose_worker_dies_is_retried_on_another(tmp_path: Path) -> None:
         registry.close()
     assert dead.status == "failed"
     assert dead.error == f"the Dask worker running it died; retried as {base}.r2"
+
+
+def test_sweep_on_a_cluster_given_by_address(tmp_path: Path) -> None:
+    """`scheduler=ADDRESS` (`quantlab sweep --scheduler`): the runs go to that cluster."""
+    from dask.distributed import LocalCluster
+
+    settings = load_settings(storage={"runs_dir": str(tmp_path / "runs")})
+    notebook = tiny_notebook(tmp_path / "tiny.ipynb")
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
+    ) as cluster:
+        assert cluster.scheduler.transition_counter == 0
+        result = sweep(
+            {"x": [5, 6]},
+            settings=settings,
+            notebook=notebook,
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+        # The runs were tasks of this cluster's scheduler (which outlives the sweep).
+        assert cluster.scheduler.transition_counter > 0
+    assert result.ok
+    assert [r["metrics"]["fills"] for r in result.runs] == [5, 6]
