@@ -12,12 +12,12 @@ import contextlib
 import itertools
 import logging
 import time
-import traceback
 from collections import deque
 from typing import Any
 
 from quantlab.bus import topics
 from quantlab.bus.base import DeadLetter, Envelope, Handler
+from quantlab.bus.consumer import run_consumer
 from quantlab.bus.metrics import LatencyRecorder
 from quantlab.core.errors import BusError
 
@@ -270,33 +270,14 @@ class InProcessBus:
         return sub
 
     async def _run_handler(self, sub: InProcessSubscription, handler: Handler) -> None:
-        while True:
-            envelope = await sub.get()
-            if envelope is None:
-                return
-            started = time.perf_counter()
-            self._settle_wait[sub] = 0.0
-            try:
-                await handler(envelope)
-            except asyncio.CancelledError:
-                if not self._closed:
-                    sub.nack(envelope, "consumer cancelled")
-                raise
-            except Exception as exc:
-                self.handler_errors.append((sub.name, exc))
-                log.error(
-                    "handler %s failed on %s (delivery %d): %s\n%s",
-                    sub.name,
-                    envelope.topic,
-                    envelope.deliveries,
-                    exc,
-                    "".join(traceback.format_exception(exc)),
-                )
-                sub.nack(envelope, f"{type(exc).__name__}: {exc}")
-            else:
-                sub.ack(envelope)
-                spent = time.perf_counter() - started - self._settle_wait.pop(sub, 0.0)
-                self.latency.record(sub.name, spent)
+        await run_consumer(
+            sub,
+            handler,
+            closed=lambda: self._closed,
+            errors=self.handler_errors,
+            latency=self.latency,
+            waited=lambda: self._settle_wait.pop(sub, 0.0),
+        )
 
     def _unsubscribe(self, sub: InProcessSubscription, outstanding: int) -> None:
         if sub in self._subs:
@@ -407,8 +388,9 @@ class InProcessBus:
         finally:
             task = asyncio.current_task()
             sub = self._current.get(task) if task is not None else None
-            if sub is not None and sub in self._settle_wait:
-                self._settle_wait[sub] += time.perf_counter() - started
+            if sub is not None:  # a consumer's handler waited: not its own time
+                waited = time.perf_counter() - started
+                self._settle_wait[sub] = self._settle_wait.get(sub, 0.0) + waited
 
     async def close(self) -> None:
         self._closed = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from quantlab.research.patterns import (
     pattern_paths,
     similar_situations,
 )
+from quantlab.research.production import in_own_loop
 
 __all__ = [
     "PatternEvaluation",
@@ -163,12 +163,4 @@ def backtest(
     else:
         settings = load_settings(config, **overrides)
     node = Node(settings, bars=data if isinstance(data, pl.DataFrame) else None, run_dir=run_dir)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return node.run()
-    # Inside a running loop (a Jupyter cell): run the engine on a fresh loop in a worker thread.
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(node.run).result()
+    return in_own_loop(node.run)  # type: ignore[no-any-return]

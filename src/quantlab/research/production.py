@@ -238,8 +238,9 @@ def production_settings(params: ProductionParameters) -> Settings:
     return settings
 
 
-def _in_own_loop(fn: Any) -> Any:
-    """Run `fn()` here, or in a worker thread when an event loop already runs (a notebook)."""
+def in_own_loop(fn: Any) -> Any:
+    """Run `fn()` here, or on a worker thread when an event loop already runs (a Jupyter cell):
+    the engine runs its own loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -259,14 +260,14 @@ def run_production(params: ProductionParameters) -> RunResult:
     settings = production_settings(params)
     if params.mode == "backtest":
         node = Node(settings, run_id=params.run_id, run_dir=params.run_dir)
-        return _in_own_loop(node.run)  # type: ignore[no-any-return]
+        return in_own_loop(node.run)  # type: ignore[no-any-return]
     node = Node(settings, mode="live", run_id=params.run_id, run_dir=params.run_dir)
     duration = params.duration_s
 
     def live() -> RunResult:
         return asyncio.run(node.run_async(duration_s=duration))
 
-    return _in_own_loop(live)  # type: ignore[no-any-return]
+    return in_own_loop(live)  # type: ignore[no-any-return]
 
 
 def run_bars(params: ProductionParameters) -> Any:

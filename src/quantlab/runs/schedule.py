@@ -45,10 +45,6 @@ from quantlab.runs.registry import RunRegistry, idempotency_key
 
 log = logging.getLogger(__name__)
 
-# Alembic's `command.upgrade` (run by every `RunRegistry`) keeps module-level state: two
-# registries opened at once in one process break each other. Open them one at a time.
-_REGISTRY_LOCK = threading.Lock()
-
 #: Seconds after its scheduled time a firing may still start (a busy or restarted scheduler).
 MISFIRE_GRACE_S = 600
 
@@ -219,7 +215,7 @@ def fire(
     notebook = schedule_notebook(schedule, settings)
     owned = registry is None
     if registry is None:
-        registry = open_registry(settings)
+        registry = RunRegistry.from_settings(settings)
     try:
         return execute(
             notebook,
@@ -255,12 +251,6 @@ def close_thread_event_loop() -> None:
     if not loop.is_running() and not loop.is_closed():
         loop.close()
     policy.set_event_loop(None)
-
-
-def open_registry(settings: Settings) -> RunRegistry:
-    """The configured run registry, opened safely from any thread (see `_REGISTRY_LOCK`)."""
-    with _REGISTRY_LOCK:
-        return RunRegistry.from_settings(settings)
 
 
 def next_fire_times(
@@ -463,7 +453,7 @@ def run_schedules(
     stop = stop or threading.Event()
     done: deque[tuple[str, RunOutcome]] = deque(maxlen=1000)
     owned = registry is None
-    registry = registry or open_registry(settings)
+    registry = registry or RunRegistry.from_settings(settings)
 
     def job(name: str, *, scheduled_for: dt.datetime | None = None) -> None:
         # `scheduled_for` is always passed by the executor; the default only satisfies

@@ -35,7 +35,6 @@ import logging
 import os
 import socket
 import time
-import traceback
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -48,6 +47,7 @@ from redis.exceptions import RedisError, ResponseError
 from quantlab.adapters.redis import codec
 from quantlab.bus import topics
 from quantlab.bus.base import DeadLetter, Envelope, Handler
+from quantlab.bus.consumer import run_consumer
 from quantlab.bus.metrics import LatencyRecorder
 from quantlab.core.errors import BusError
 
@@ -526,31 +526,13 @@ class RedisStreamsBus:
         return sub
 
     async def _run_handler(self, sub: RedisSubscription, handler: Handler) -> None:
-        while True:
-            envelope = await sub.get()
-            if envelope is None:
-                return
-            started = time.perf_counter()
-            try:
-                await handler(envelope)
-            except asyncio.CancelledError:
-                if not self._closed:
-                    sub.nack(envelope, "consumer cancelled")
-                raise
-            except Exception as exc:
-                self.handler_errors.append((sub.name, exc))
-                log.error(
-                    "handler %s failed on %s (delivery %d): %s\n%s",
-                    sub.name,
-                    envelope.topic,
-                    envelope.deliveries,
-                    exc,
-                    "".join(traceback.format_exception(exc)),
-                )
-                sub.nack(envelope, f"{type(exc).__name__}: {exc}")
-            else:
-                sub.ack(envelope)
-                self.latency.record(sub.name, time.perf_counter() - started)
+        await run_consumer(
+            sub,
+            handler,
+            closed=lambda: self._closed,
+            errors=self.handler_errors,
+            latency=self.latency,
+        )
 
     async def _unsubscribe(self, sub: RedisSubscription) -> None:
         if sub in self._subs:
