@@ -16,51 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
+from quantlab.testing.dashboard import CHROMIUM, CHROMIUM_ARGS, DashboardStack
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-TOML = """\
-[strategy]
-name = "ema_cross"
-id = "ema"
-[features]
-fast = 3
-slow = 8
-[[live.sources]]
-type = "synthetic"
-symbols = {symbols}
-rate = {rate}
-"""
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def _server(proc: subprocess.Popen[bytes]) -> psutil.Process:
@@ -90,49 +56,19 @@ def _cpu(procs: list[psutil.Process], seconds: float) -> list[float]:
 def measure(tmp: Path, *, engine: bool, symbols: int, rate: int, window: float) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTLAB_")}
-    env["QUANTLAB_STORAGE__STATE_DIR"] = str(tmp / "state")
-    env["QUANTLAB_STORAGE__RUNS_DIR"] = str(tmp / "runs")
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
+    stack = DashboardStack(tmp)
     try:
         eng = None
         if engine:
-            cfg = tmp / "live.toml"
-            cfg.write_text(TOML.format(symbols=symbols, rate=rate))
-            logs.append((tmp / "engine.log").open("wb"))
-            eng = subprocess.Popen(
-                [sys.executable, "-m", "quantlab.cli", "live", "-c", str(cfg),
-                 "--duration", str(int(window + 60)), "-q"],
-                cwd=tmp, env=env, stdout=logs[-1], stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            procs.append(eng)
-        port = _port()
-        logs.append((tmp / "dashboard.log").open("wb"))
-        dash = subprocess.Popen(
-            [sys.executable, "-m", "quantlab.cli", "dashboard", "--port", str(port)],
-            cwd=tmp, env=env, stdout=logs[-1], stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        procs.append(dash)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/liveness", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError((tmp / "dashboard.log").read_text()[-2000:])
-            time.sleep(0.25)
-        snap = tmp / "state" / "paper" / "monitor.json"
-        while engine and not snap.exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError((tmp / "engine.log").read_text()[-2000:])
-            time.sleep(0.25)
+            stack.engine(symbols=symbols, rate=rate, duration=int(window + 60))
+            eng = stack.procs[-1]
+        base = stack.dashboard(timeout=60)
+        dash = stack.procs[-1]
+        if engine:
+            stack.wait_snapshot(timeout=60)
         server = _server(dash)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             frames = {"n": 0, "bytes": 0}
 
@@ -167,10 +103,7 @@ def measure(tmp: Path, *, engine: bool, symbols: int, rate: int, window: float) 
             "last_price_shown": price,
         }
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        for f in logs:
-            f.close()
+        stack.close()
 
 
 def main() -> None:

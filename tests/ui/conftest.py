@@ -3,121 +3,17 @@ Debian's chromium driven by plain sync Playwright (no `playwright install`)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-
-LIVE_TOML = """\
-[strategy]
-name = "ema_cross"
-id = "ema"
-[features]
-fast = 3
-slow = 8
-[[live.sources]]
-type = "synthetic"
-symbols = {symbols}
-rate = {rate}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate, wait, kill: never leave a subprocess behind."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-class Stack:
-    """Working folder, env and subprocesses of one engine + dashboard."""
-
-    def __init__(self, tmp: Path, env_extra: dict[str, str] | None = None) -> None:
-        self.tmp = tmp
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTLAB_")}
-        self.env["QUANTLAB_STORAGE__STATE_DIR"] = str(tmp / "state")
-        self.env["QUANTLAB_STORAGE__RUNS_DIR"] = str(tmp / "runs")
-        self.env.update(env_extra or {})
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Any] = []
-        self.port = free_port()
-
-    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
-        out = (self.tmp / log).open("wb")
-        self.logs.append(out)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "quantlab.cli", *args],
-            cwd=self.tmp, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def engine(self, *, symbols: int = 5, rate: int = 500, duration: int = 120) -> None:
-        cfg = self.tmp / "live.toml"
-        cfg.write_text(LIVE_TOML.format(symbols=symbols, rate=rate))
-        self._spawn(["live", "-c", str(cfg), "--duration", str(duration), "-q"], "engine.log")
-
-    def wait_snapshot(self, timeout: float = 30) -> Path:
-        path = self.tmp / "state" / "paper" / "monitor.json"
-        deadline = time.monotonic() + timeout
-        while not path.exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no snapshot: {(self.tmp / 'engine.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        return path
-
-    def dashboard(self, timeout: float = 40) -> str:
-        proc = self._spawn(["dashboard", "--port", str(self.port)], "dashboard.log")
-        base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError((self.tmp / "dashboard.log").read_text()[-3000:])
-            try:
-                if httpx.get(f"{base}/liveness", timeout=2).status_code == 200:
-                    return base
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError((self.tmp / "dashboard.log").read_text()[-3000:])
-            time.sleep(0.25)
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            stop(proc)
-        for f in self.logs:
-            f.close()
+from quantlab.testing.dashboard import CHROMIUM, CHROMIUM_ARGS, DashboardStack
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path)
+def stack(tmp_path: Path) -> Iterator[DashboardStack]:
+    s = DashboardStack(tmp_path)
     try:
         yield s
     finally:
@@ -125,8 +21,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def auth_stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
+def auth_stack(tmp_path: Path) -> Iterator[DashboardStack]:
+    s = DashboardStack(
         tmp_path,
         {
             "QUANTLAB_DASHBOARD_PASSWORD": "s3cret-pass",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from quantlab.core.errors import QuantlabError
+from quantlab.testing.net import free_port
 
 USER = "quant"
 
@@ -39,17 +39,11 @@ def _bin(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresServer:
     """A scratch PostgreSQL cluster; use it as a context manager."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ql-pg-"))
         self.data = self.root / "data"
         self._as_postgres = os.geteuid() == 0

@@ -16,16 +16,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from quantlab.testing.net import free_port
+
 
 def redis_server_binary() -> str | None:
     """The path of ``redis-server``, or None if it is not installed."""
     return shutil.which("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
@@ -44,7 +40,7 @@ class RedisServer:
         self.binary = binary or redis_server_binary()
         if self.binary is None:
             raise RuntimeError("redis-server is not installed")
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None

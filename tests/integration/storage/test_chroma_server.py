@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ import quantlab.features as qf
 from quantlab.signals.patterns import Embedder, PatternMemory
 from quantlab.signals.windows import window_array
 from quantlab.storage.vectors import ChromaVectorStore, make_client
+from quantlab.testing.net import free_port
 
 pytestmark = pytest.mark.integration
 
 NS = 1_000_000_000
 DAY = 86_400 * NS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def heartbeat(url: str) -> bool:
