@@ -551,6 +551,14 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(key, f"{err['msg']}{shown}") from None
 
 
+def mask_secrets(text: str, secrets: list[str], replacement: str = "***") -> str:
+    """`text` with every (non-empty) secret value in `secrets` replaced."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, replacement)
+    return text
+
+
 class SecretMaskingFilter(logging.Filter):
     """A logging filter that replaces every configured secret value in a record by '***'."""
 
@@ -560,8 +568,5 @@ class SecretMaskingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._secrets:
-            message = record.getMessage()
-            for secret in self._secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, ()
+            record.msg, record.args = mask_secrets(record.getMessage(), self._secrets), ()
         return True

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantlab.config import SecretMaskingFilter, Settings
+from quantlab.config import SecretMaskingFilter, Settings, mask_secrets
 from quantlab.core.errors import DataError, QuantlabError
 from quantlab.engine.node import new_run_id
 from quantlab.research.data import project_root
@@ -188,10 +188,7 @@ def write_report(executed: Path, report: Path) -> None:
 
 def mask(text: str, secrets: list[str]) -> str:
     """`text` with every secret value replaced by asterisks."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
+    return mask_secrets(text, secrets, MASK)
 
 
 def scrub_secrets(paths: list[Path], secrets: list[str]) -> list[Path]:
