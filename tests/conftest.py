@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from quantlab.testing.postgres_server import PostgresServer
+from quantlab.testing.redis_server import RedisServer, redis_server_binary
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "quantlab" / "_data" / "market"
 
@@ -41,4 +42,13 @@ def postgres() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (one per test worker); `.database()` makes
     a fresh database and returns its URL."""
     with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway redis-server on 127.0.0.1 (one per test worker), stopped at the end."""
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed")
+    with RedisServer() as server:
         yield server

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from quantlab.adapters.redis import RedisStreamsBus
-from quantlab.testing.redis_server import RedisServer, redis_server_binary
+from quantlab.testing.redis_server import RedisServer
 
 MakeRedisBus = Callable[..., RedisStreamsBus]
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    if redis_server_binary() is None:
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
