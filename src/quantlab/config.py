@@ -341,6 +341,42 @@ class StorageConfig(_Section):
     )
 
 
+class BusConfig(_Section):
+    """The message bus of live runs: in-process (one process) or Redis Streams (processes and
+    machines; `quantlab live --role`). Backtests always run on the in-process bus."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="'memory' (one process) or 'redis' (Redis Streams, multi-process)"
+    )
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        pattern=r"^rediss?://",
+        description="the Redis server (password: QUANTLAB_REDIS_PASSWORD, never in the URL)",
+    )
+    namespace: str = Field(
+        "quantlab",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="processes sharing a namespace share topics (one deployment per namespace)",
+    )
+    maxlen: int | None = Field(
+        1_000_000, ge=1000, description="approximate cap on each topic stream's entries"
+    )
+    batch_size: int = Field(500, ge=1, le=100_000, description="events per stream entry")
+    ack_timeout_s: float = Field(
+        30.0, gt=0, description="an unacknowledged message is taken over after this long"
+    )
+    max_deliveries: int = Field(5, ge=1, description="deliveries before the dead-letter stream")
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, v: str) -> str:
+        if "@" in v.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError(
+                "bus.url must not hold credentials; set QUANTLAB_REDIS_PASSWORD instead"
+            )
+        return v
+
+
 class DashboardConfig(_Section):
     address: str = Field("127.0.0.1", description="bind address; not loopback needs auth")
     port: int = Field(5006, ge=1, le=65535)
@@ -416,6 +452,8 @@ class Secrets(BaseSettings):
     # The dashboard's basic auth (`quantlab dashboard`): a password and the cookie secret.
     dashboard_password: SecretStr | None = None
     dashboard_cookie_secret: SecretStr | None = None
+    # The Redis server of `bus.backend = "redis"`.
+    redis_password: SecretStr | None = None
 
     def values(self) -> list[str]:
         """The non-empty secret values (for scrubbing logs)."""
@@ -449,6 +487,7 @@ class Settings(BaseSettings):
     ledger: LedgerConfig = LedgerConfig()
     storage: StorageConfig = StorageConfig()
     live: LiveConfig = LiveConfig()
+    bus: BusConfig = BusConfig()
     runs: RunsConfig = RunsConfig()
     dashboard: DashboardConfig = DashboardConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

@@ -12,6 +12,12 @@ The order path, and what a crash at each step leaves behind (`faults` names the 
 4. fills (`fill_received`) are committed, deduplicated on (venue, trade_id) (`fill_committed`),
    then published on ``orders.filled``.
 
+With an `outbox` (live nodes), each event of steps 2 and 4 is written to the outbox table in
+the transaction of the change it reports, published right after the commit and marked
+published by the relay; events a crash left unpublished (killed at `status_committed` or
+`fill_committed`) are published when the engine starts again, before anything else, and the
+relay retries any whose publish failed (the bus was unreachable) every `outbox_every_s`.
+
 On start the engine reconciles SQL with every venue (`reconcile.Reconciler`) before it takes
 a new order; venues that do not push their reports are polled every `poll_interval_s`. A
 HALTED breaker (``risk.breaker``) cancels every open order.
@@ -30,12 +36,15 @@ from typing import Any
 from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
 from quantlab.bus.idempotent import IdempotentConsumer
+from quantlab.bus.metrics import LatencySketch
 from quantlab.core.clock import Clock
 from quantlab.core.enums import BreakerState, OrderStatus
 from quantlab.core.errors import BusError
 from quantlab.core.messages import BreakerEvent, Fill, Order, OrderEvent
 from quantlab.execution.faults import crash_point
 from quantlab.execution.ports import (
+    Outbox,
+    Outgoing,
     Venue,
     VenueOrderState,
     VenueRejectedError,
@@ -81,6 +90,11 @@ class ExecutionEngine:
     halt
         Called as ``halt(trigger, reason)`` when reconciliation finds positions that disagree:
         the risk breaker halts trading until a person resolves it.
+    outbox, outbox_every_s
+        The transactional outbox (see the module doc) and how often its relay runs.
+    data_to_order
+        Time each submission from its order's timestamp (the market event that caused it) to
+        the venue's answer, on the wall clock: the end-to-end data → order latency.
     """
 
     name = "execution"
@@ -96,6 +110,9 @@ class ExecutionEngine:
         reconcile: bool = False,
         fills_lookback_s: float = 7 * 86_400.0,
         halt: Halt | None = None,
+        outbox: Outbox | None = None,
+        outbox_every_s: float = 1.0,
+        data_to_order: bool = False,
     ) -> None:
         self.router = router
         self.tracker = tracker
@@ -106,6 +123,12 @@ class ExecutionEngine:
         self.fills_lookback_s = fills_lookback_s
         self.halt = halt
         self.reconcile_backoff_s = 1.0  # between the attempts to reconcile with a venue
+        self.outbox = outbox
+        self.outbox_every_s = outbox_every_s
+        self._published: list[str] = []  # outbox ids published, not yet marked
+        self.relayed = 0  # outbox events published by the relay (not right after the commit)
+        self.publish_errors = 0
+        self.data_to_order = LatencySketch() if data_to_order else None
         self._bus: Bus | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unknown_since: dict[str, float] = {}  # client_order_id -> monotonic time
@@ -128,6 +151,8 @@ class ExecutionEngine:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, bus: Bus) -> None:
         self._bus = bus
+        # Events committed by a previous process and never published go out first.
+        await self.relay()
         self.tracker.recover()
         for venue in self.router.venues.values():
             venue.set_listener(self.on_report)
@@ -147,6 +172,8 @@ class ExecutionEngine:
                 self._tasks.append(task)
         if self.resolve_every_s > 0:
             self._tasks.append(loop.create_task(self._resolve_loop(), name="resolve-unknown"))
+        if self.outbox is not None:
+            self._tasks.append(loop.create_task(self._relay_loop(), name="outbox-relay"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -159,6 +186,57 @@ class ExecutionEngine:
         for venue in self.router.venues.values():
             if venue.poll_interval_s > 0:
                 await self._poll_once(venue)
+        await self.relay()
+
+    # -- the outbox ------------------------------------------------------------------------
+    async def _emit(self, topic: str, message: OrderEvent | Fill, msg_id: str) -> None:
+        """Publish an event whose change is committed (and, with an outbox, its row too)."""
+        if self._bus is None:
+            raise BusError("ExecutionEngine publishes before start()")
+        if self.outbox is None:
+            await self._bus.publish(topic, message, msg_id=msg_id)
+            return
+        try:
+            await self._bus.publish(topic, message, msg_id=msg_id)
+        except Exception as exc:  # the row stays pending: the relay publishes it later
+            self.publish_errors += 1
+            log.error("publish of %s on %s failed (the outbox keeps it): %s", msg_id, topic, exc)
+            return
+        self._published.append(msg_id)
+
+    async def relay(self) -> int:
+        """Mark what was published; publish what is pending (left by a crash, or a failed
+        publish). Returns how many events it published."""
+        if self.outbox is None or self._bus is None:
+            return 0
+        done, self._published = self._published, []
+        self.outbox.mark_published(done)
+        sent = 0
+        while True:
+            pending = self.outbox.pending()
+            if not pending:
+                return sent
+            published: list[str] = []
+            for item in pending:
+                try:
+                    await self._bus.publish(item.topic, item.message, msg_id=item.msg_id)
+                except Exception as exc:
+                    self.publish_errors += 1
+                    log.error("outbox relay: publish of %s failed: %s", item.msg_id, exc)
+                    self.outbox.mark_published(published)
+                    return sent
+                published.append(item.msg_id)
+            self.outbox.mark_published(published)
+            sent += len(published)
+            self.relayed += len(published)
+
+    async def _relay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.outbox_every_s)
+            try:
+                await self.relay()
+            except Exception:  # a long-running loop never dies of one failed round
+                log.exception("outbox relay failed")
 
     # -- the order path --------------------------------------------------------------------
     async def _on_approved(self, envelope: Envelope) -> None:
@@ -192,6 +270,8 @@ class ExecutionEngine:
             return
         crash_point("venue_acked")
         self.submitted += 1
+        if self.data_to_order is not None and self.clock is not None:
+            self.data_to_order.update((self.clock.now() - order.timestamp).total_seconds())
         if self.tracker.status(coid) is OrderStatus.PENDING_SUBMIT:
             await self.on_report(self._event(order, venue, OrderStatus.SUBMITTED))
         if self.halted:  # the halt came while the request was in flight
@@ -202,27 +282,31 @@ class ExecutionEngine:
             raise BusError("ExecutionEngine got a venue report before start()")
         if isinstance(report, Fill):
             crash_point("fill_received")
-            if self.tracker.on_fill(report) is not None:
+            topic, msg_id = topics.orders("filled"), str(report.fill_id)
+            outgoing = self._outgoing(topic, msg_id, report)
+            if self.tracker.on_fill(report, outgoing=outgoing) is not None:
                 crash_point("fill_committed")
                 self._unknown_since.pop(report.client_order_id, None)
                 self.fills += 1
-                await self._bus.publish(topics.orders("filled"), report, msg_id=str(report.fill_id))
+                await self._emit(topic, report, msg_id)
             return
+        event = _EVENT_TOPIC.get(report.status)
+        topic = topics.orders(event) if event is not None else ""
+        msg_id = f"{report.client_order_id}:{report.status.value}"
         if self.tracker.transition(
-            report.client_order_id, report.status, report.timestamp, report.reason
+            report.client_order_id,
+            report.status,
+            report.timestamp,
+            report.reason,
+            outgoing=self._outgoing(topic, msg_id, report) if event is not None else None,
         ):
             crash_point("status_committed")
             if report.status is not OrderStatus.UNKNOWN:
                 self._unknown_since.pop(report.client_order_id, None)
                 self._acknowledged_unknown.discard(report.client_order_id)
-            event = _EVENT_TOPIC.get(report.status)
             if event is not None:
                 self.events[event] += 1
-                await self._bus.publish(
-                    topics.orders(event),
-                    report,
-                    msg_id=f"{report.client_order_id}:{report.status.value}",
-                )
+                await self._emit(topic, report, msg_id)
 
     async def apply_state(self, state: VenueOrderState, venue: Venue) -> None:
         """Bring the tracker to what the venue says about an order (fills first)."""
@@ -349,6 +433,11 @@ class ExecutionEngine:
         return True
 
     # -- helpers ---------------------------------------------------------------------------
+    def _outgoing(self, topic: str, msg_id: str, message: OrderEvent | Fill) -> Outgoing | None:
+        if self.outbox is None:
+            return None
+        return Outgoing(topic=topic, msg_id=msg_id, message=message)
+
     def _event(
         self, order: Order, venue: Venue, status: OrderStatus, reason: str = ""
     ) -> OrderEvent:
@@ -378,5 +467,17 @@ class ExecutionEngine:
             "refused_halted": self.refused_halted,
             "reconciliation": (
                 None if self.reconciliation is None else self.reconciliation.summary()
+            ),
+            "outbox": (
+                None
+                if self.outbox is None
+                else {
+                    **self.outbox.counts(),
+                    "relayed": self.relayed,
+                    "publish_errors": self.publish_errors,
+                }
+            ),
+            "data_to_order": (
+                None if self.data_to_order is None else self.data_to_order.summary()
             ),
         }

@@ -22,6 +22,15 @@ VenueReport = OrderEvent | Fill
 VenueListener = Callable[[VenueReport], Awaitable[None]]
 
 
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    """An event to publish once the change it reports is committed (the outbox row written
+    in the same transaction as the change)."""
+
+    topic: str
+    msg_id: str
+    message: OrderEvent | Fill
+
+
 class VenueError(OrderError):
     """A venue call failed. Subclasses say what is known about the order afterwards."""
 
@@ -126,11 +135,22 @@ class OrderStore(Protocol):
         ...
 
     def set_status(
-        self, client_order_id: str, status: OrderStatus, at: dt.datetime, reason: str = ""
-    ) -> None: ...
+        self,
+        client_order_id: str,
+        status: OrderStatus,
+        at: dt.datetime,
+        reason: str = "",
+        *,
+        outgoing: Outgoing | None = None,
+    ) -> None:
+        """Move an order to `status`; `outgoing` goes to the outbox in the same transaction."""
+        ...
 
-    def record_fill(self, fill: Fill, status: OrderStatus) -> bool:
-        """Insert a fill and move its order to `status` in one transaction.
+    def record_fill(
+        self, fill: Fill, status: OrderStatus, *, outgoing: Outgoing | None = None
+    ) -> bool:
+        """Insert a fill and move its order to `status` (and write `outgoing` to the outbox)
+        in one transaction.
 
         False (and no change) if a fill with the same (venue, trade_id) exists.
         """
@@ -147,3 +167,19 @@ class OrderStore(Protocol):
     def open_orders(self) -> list[OrderRecord]: ...
 
     def order_id_for(self, client_order_id: str) -> uuid.UUID | None: ...
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The events committed with the book's changes and not yet published (the relay's side
+    of the transactional outbox)."""
+
+    def pending(self, limit: int = 1000) -> list[Outgoing]:
+        """Unpublished events, oldest first."""
+        ...
+
+    def mark_published(self, msg_ids: list[str]) -> None: ...
+
+    def counts(self) -> dict[str, int]:
+        """``{"pending": n, "published": m}``."""
+        ...

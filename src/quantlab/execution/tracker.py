@@ -16,7 +16,7 @@ from typing import NamedTuple
 from quantlab.core.enums import OrderStatus as S
 from quantlab.core.errors import OrderError
 from quantlab.core.messages import Fill, Order
-from quantlab.execution.ports import OrderStore
+from quantlab.execution.ports import OrderStore, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,15 @@ class OrderTracker:
             if venue is None or x.venue == venue
         ]
 
-    def transition(self, client_order_id: str, new: S, at: dt.datetime, reason: str = "") -> bool:
+    def transition(
+        self,
+        client_order_id: str,
+        new: S,
+        at: dt.datetime,
+        reason: str = "",
+        *,
+        outgoing: Outgoing | None = None,
+    ) -> bool:
         """Apply a status change; False (counted) if it is not allowed from the current one."""
         live = self._live.get(client_order_id)
         if live is None:
@@ -128,17 +136,18 @@ class OrderTracker:
             self.invalid_transitions[f"{live.status.value}->{new.value}"] += 1
             log.warning("%s", exc)
             return False
-        self.store.set_status(client_order_id, new, at, reason)
+        self.store.set_status(client_order_id, new, at, reason, outgoing=outgoing)
         live.status = new
         if new.is_terminal:
             del self._live[client_order_id]
         return True
 
-    def on_fill(self, fill: Fill) -> S | None:
-        """Book a fill; the order's new status, or None for a duplicate fill or an overfill."""
+    def on_fill(self, fill: Fill, *, outgoing: Outgoing | None = None) -> S | None:
+        """Book a fill (and `outgoing`, the event that reports it, in the same transaction);
+        the order's new status, or None for a duplicate fill or an overfill."""
         live = self._live.get(fill.client_order_id)
         if live is None:
-            return self._late_fill(fill)
+            return self._late_fill(fill, outgoing)
         total = live.filled + fill.quantity
         if total > live.order.quantity:
             if self.store.has_fill(fill.venue, fill.trade_id):  # a repeat, not an overfill
@@ -159,7 +168,7 @@ class OrderTracker:
         except OrderError:
             self.invalid_transitions[f"{live.status.value}->{new.value}"] += 1
             return None
-        if not self.store.record_fill(fill, new):
+        if not self.store.record_fill(fill, new, outgoing=outgoing):
             self.duplicate_fills += 1
             return None
         live.filled, live.status = total, new
@@ -167,7 +176,7 @@ class OrderTracker:
             del self._live[fill.client_order_id]
         return new
 
-    def _late_fill(self, fill: Fill) -> S | None:
+    def _late_fill(self, fill: Fill, outgoing: Outgoing | None) -> S | None:
         """A fill for an order that is no longer open here.
 
         Either a repeat (dropped on (venue, trade_id)), or a real execution that raced a
@@ -187,7 +196,7 @@ class OrderTracker:
                 "overfill refused: closed order %s, fill %s", fill.client_order_id, fill.trade_id
             )
             return None
-        if not self.store.record_fill(fill, record.status):
+        if not self.store.record_fill(fill, record.status, outgoing=outgoing):
             self.duplicate_fills += 1
             return None
         self.late_fills += 1

@@ -18,13 +18,14 @@ import time
 from decimal import Decimal
 
 from quantlab.adapters.alpaca.trading import AlpacaTradingConfig, AlpacaVenue
-from quantlab.bus import InProcessBus, topics
+from quantlab.bus import Bus, InProcessBus, topics
 from quantlab.core import ids
 from quantlab.core.enums import OrderType, Side, TimeInForce
 from quantlab.core.messages import Order
 from quantlab.execution import ExecutionEngine, OrderTracker, Router
 from quantlab.execution.faults import arm
 from quantlab.storage.sql.engine import make_engine, upgrade
+from quantlab.storage.sql.outbox import SqlOutbox
 from quantlab.storage.sql.store import SqlOrderStore
 
 T0 = dt.datetime(2024, 1, 2, 15, 0, tzinfo=dt.UTC)
@@ -56,7 +57,9 @@ def make_orders(n: int, symbol: str = "AAPL") -> list[Order]:
     return out
 
 
-async def _life(db_url: str, venue_url: str, n_orders: int, timeout_s: float) -> int:
+async def _life(
+    db_url: str, venue_url: str, n_orders: int, timeout_s: float, redis: tuple[str, str] | None
+) -> int:
     sql = make_engine(db_url, durable=True)
     upgrade(sql)
     venue = AlpacaVenue(
@@ -70,7 +73,14 @@ async def _life(db_url: str, venue_url: str, n_orders: int, timeout_s: float) ->
         KEY,
         SECRET,
     )
-    bus = InProcessBus()
+    bus: Bus
+    if redis is None:
+        bus = InProcessBus()
+    else:  # the events go to other processes: through the outbox, on Redis Streams
+        from quantlab.adapters.redis import RedisStreamsBus
+
+        url, namespace = redis
+        bus = RedisStreamsBus(url, namespace=namespace, maxlen=None, ack_timeout=1.0)
     engine = ExecutionEngine(
         Router([venue], default=venue.name),
         OrderTracker(SqlOrderStore(sql)),
@@ -78,6 +88,8 @@ async def _life(db_url: str, venue_url: str, n_orders: int, timeout_s: float) ->
         not_found_grace_s=GRACE_S,
         resolve_every_s=0.05,
         fills_lookback_s=10 * 365 * 86_400.0,
+        outbox=None if redis is None else SqlOutbox(sql),
+        outbox_every_s=0.05,
     )
     await engine.start(bus)
     for order in make_orders(n_orders):
@@ -96,9 +108,17 @@ async def _life(db_url: str, venue_url: str, n_orders: int, timeout_s: float) ->
 
 
 def life(
-    db_url: str, venue_url: str, n_orders: int, crash: str | None, timeout_s: float = 30.0
+    db_url: str,
+    venue_url: str,
+    n_orders: int,
+    crash: str | None,
+    timeout_s: float = 30.0,
+    redis: tuple[str, str] | None = None,
 ) -> None:
-    """One life of the engine; exits 0 when every order is terminal, 3 if some are not."""
+    """One life of the engine; exits 0 when every order is terminal, 3 if some are not.
+
+    With `redis` (url, namespace) the bus is Redis Streams and events go through the outbox.
+    """
     arm(crash)
-    left = asyncio.run(_life(db_url, venue_url, n_orders, timeout_s))
+    left = asyncio.run(_life(db_url, venue_url, n_orders, timeout_s, redis))
     raise SystemExit(0 if left == 0 else 3)

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -34,13 +35,16 @@ from typing import Any
 
 import kill_life as killtest
 import pytest
+import redis
 from sqlalchemy import select
 
+from quantlab.adapters.redis.codec import decode_events
 from quantlab.core.enums import OrderStatus
 from quantlab.execution.faults import POINTS
 from quantlab.storage.sql.engine import make_engine
-from quantlab.storage.sql.models import FillRow, OrderRow
+from quantlab.storage.sql.models import FillRow, OrderRow, OutboxRow
 from quantlab.testing.fakes.alpaca_trading import FakeAlpacaTrading
+from quantlab.testing.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -80,8 +84,11 @@ def run_life(
     fake: FakeAlpacaTrading,
     crash: str | None = None,
     kill_when: Callable[[], bool] | None = None,
+    redis: tuple[str, str] | None = None,
 ) -> int | None:
-    proc = ctx.Process(target=killtest.life, args=(db_url, fake.url, ORDERS, crash))
+    proc = ctx.Process(
+        target=killtest.life, args=(db_url, fake.url, ORDERS, crash), kwargs={"redis": redis}
+    )
     proc.start()
     if kill_when is not None:
         deadline = time.monotonic() + 30
@@ -160,3 +167,56 @@ def test_kill_nine_at_every_point_loses_and_duplicates_nothing(
     print(f"{point}: {kills} kills in {lives} lives, {figures}")
     assert figures["orders_at_venue"] > 0
     assert figures["fills"] > 0
+
+
+def published_ids(url: str, namespace: str) -> dict[str, list[str]]:
+    """Every message id on the order topics' streams of `namespace`, by topic."""
+    client = redis.Redis.from_url(url)
+    out: dict[str, list[str]] = {}
+    try:
+        for key in client.scan_iter(f"ql:{namespace}:t:orders.*"):
+            topic = key.decode().rsplit(":t:", 1)[1]
+            for _, fields in client.xrange(key):
+                out.setdefault(topic, []).extend(m for m, _, _ in decode_events(fields[b"e"]))
+    finally:
+        client.close()
+    return out
+
+
+@pytest.mark.parametrize("point", ["status_committed", "fill_committed"])
+def test_events_committed_before_a_kill_are_published_by_the_outbox_relay(
+    point: str, ctx: Any, fake: FakeAlpacaTrading, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The producer dies between the SQL commit and the publish: the relay of the next life
+    publishes what the dead one committed (lost 0), on Redis Streams, to other processes."""
+    db_url = f"sqlite:///{tmp_path / 'book.db'}"
+    bus = (redis_server.url, f"outbox-{uuid.uuid4().hex[:8]}")
+    kills = lives = 0
+    while kills < KILLS_PER_POINT:
+        lives += 1
+        assert lives < 4 * KILLS_PER_POINT, f"only {kills} kills at {point} in {lives} lives"
+        code = run_life(ctx, db_url, fake, crash=f"{point}:{1 + lives % 2}", redis=bus)
+        if code == -signal.SIGKILL:
+            kills += 1
+        else:
+            assert code in (0, 3), f"life {lives} at {point} exited {code}"
+    assert run_life(ctx, db_url, fake, redis=bus) == 0, "the final life left orders open"
+    figures = verify(db_url, fake)
+    sql = make_engine(db_url)
+    with sql.connect() as conn:
+        outbox = conn.execute(select(OutboxRow.msg_id, OutboxRow.published_at)).all()
+        fill_ids = {str(f) for f in conn.execute(select(FillRow.id)).scalars()}
+    sql.dispose()
+    published = published_ids(*bus)
+    on_bus = {m for ids in published.values() for m in ids}
+    committed = {m for m, _ in outbox}
+    lost = committed - on_bus
+    print(
+        f"{point}: {kills} kills in {lives} lives, {figures}, outbox rows {len(committed)}, "
+        f"published {sum(len(v) for v in published.values())} "
+        f"(distinct {len(on_bus)}), lost {len(lost)}"
+    )
+    assert fill_ids <= committed, "a committed fill without its outbox event"
+    assert not lost, f"committed events never published: {sorted(lost)[:5]}"
+    assert all(at is not None for _, at in outbox), "outbox rows left unpublished"
+    assert set(published["orders.filled"]) == fill_ids

@@ -17,7 +17,7 @@ from quantlab.core import ids
 from quantlab.core.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from quantlab.core.errors import OrderError, StorageError
 from quantlab.core.messages import Fill, Order
-from quantlab.execution.ports import OrderRecord, OrderStore
+from quantlab.execution.ports import OrderRecord, OrderStore, Outgoing
 from quantlab.execution.tracker import TRANSITIONS, OrderTracker, check_transition
 
 # Same examples on every run (no example database, no random seed): deterministic tests.
@@ -35,6 +35,7 @@ class MemoryOrderStore:
         self.trades: set[tuple[str, str]] = set()
         self.fills: list[Fill] = []
         self.changes: list[tuple[str, S, S]] = []  # (client_order_id, old, new)
+        self.outbox: list[Outgoing] = []
 
     def record_intent(self, order: Order, venue: str, status: S) -> bool:
         if order.client_order_id in self.records:
@@ -50,8 +51,16 @@ class MemoryOrderStore:
         return True
 
     def set_status(
-        self, client_order_id: str, status: S, at: dt.datetime, reason: str = ""
+        self,
+        client_order_id: str,
+        status: S,
+        at: dt.datetime,
+        reason: str = "",
+        *,
+        outgoing: Outgoing | None = None,
     ) -> None:
+        if outgoing is not None:
+            self.outbox.append(outgoing)
         record = self.records.get(client_order_id)
         if record is None:
             raise StorageError(f"no order with client_order_id {client_order_id!r}")
@@ -60,12 +69,14 @@ class MemoryOrderStore:
             record, status=status, updated_at=at, reason=reason or record.reason
         )
 
-    def record_fill(self, fill: Fill, status: S) -> bool:
+    def record_fill(self, fill: Fill, status: S, *, outgoing: Outgoing | None = None) -> bool:
         record = self.records.get(fill.client_order_id)
         if record is None:
             raise StorageError(f"fill {fill.trade_id} for unknown order {fill.client_order_id!r}")
         if (fill.venue, fill.trade_id) in self.trades:
             return False
+        if outgoing is not None:
+            self.outbox.append(outgoing)
         self.trades.add((fill.venue, fill.trade_id))
         self.fills.append(fill)
         if status is not record.status:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -208,3 +209,18 @@ class RunRow(Base):
     scheduled_for: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     sweep_id: Mapped[str | None] = mapped_column(String(64), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OutboxRow(Base):
+    """An event committed with the change it reports, published after the commit (the
+    transactional outbox): a process that dies between the commit and the publish leaves
+    the row unpublished, and the relay publishes it when the process starts again."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    msg_id: Mapped[str] = mapped_column(String(128), unique=True)
+    topic: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # the message as wire JSON
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)

@@ -14,8 +14,9 @@ from sqlalchemy.orm import sessionmaker
 from quantlab.core.enums import OrderStatus, Side
 from quantlab.core.errors import StorageError
 from quantlab.core.messages import Fill, Order
-from quantlab.execution.ports import OrderRecord
+from quantlab.execution.ports import OrderRecord, Outgoing
 from quantlab.storage.sql.models import FillRow, OrderRow
+from quantlab.storage.sql.outbox import write_outgoing
 
 _ORDERS = cast(Table, OrderRow.__table__)
 _FILLS = cast(Table, FillRow.__table__)
@@ -127,7 +128,13 @@ class SqlOrderStore:
             return conn.execute(self._insert_order, params).scalar_one_or_none() is not None
 
     def set_status(
-        self, client_order_id: str, status: OrderStatus, at: dt.datetime, reason: str = ""
+        self,
+        client_order_id: str,
+        status: OrderStatus,
+        at: dt.datetime,
+        reason: str = "",
+        *,
+        outgoing: Outgoing | None = None,
     ) -> None:
         values: dict[str, object] = {"status": status, "updated_at": at}
         if reason:
@@ -138,8 +145,12 @@ class SqlOrderStore:
             )
             if done.rowcount == 0:
                 raise StorageError(f"no order with client_order_id {client_order_id!r}")
+            if outgoing is not None:
+                write_outgoing(conn, outgoing)
 
-    def record_fill(self, fill: Fill, status: OrderStatus) -> bool:
+    def record_fill(
+        self, fill: Fill, status: OrderStatus, *, outgoing: Outgoing | None = None
+    ) -> bool:
         with self.engine.begin() as conn:
             found = conn.execute(self._order_by_coid, {"coid": fill.client_order_id}).one_or_none()
             if found is None:
@@ -173,6 +184,8 @@ class SqlOrderStore:
                     "at": fill.timestamp,
                 },
             )
+            if outgoing is not None:
+                write_outgoing(conn, outgoing)
         return True
 
     def has_fill(self, venue: str, trade_id: str) -> bool:
