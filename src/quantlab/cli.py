@@ -31,6 +31,7 @@ from quantlab.config import SecretMaskingFilter, Settings, load_settings
 from quantlab.core.errors import QuantlabError
 from quantlab.engine import Node, RunResult, RunSummary
 from quantlab.engine.importer import import_file
+from quantlab.engine.node import ROLES
 from quantlab.runs.registry import RunRecord
 from quantlab.storage.deadletter import DeadLetterFile
 from quantlab.storage.lake import Lake
@@ -428,13 +429,32 @@ def live(
             "(default: paper trading; the two never share a database)",
         ),
     ] = False,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="the part of the engine this process runs: ingest | strategy | execution | "
+            "all; a part needs bus.backend = 'redis' (the others run in their own processes)",
+        ),
+    ] = "all",
 ) -> None:
     """Run the engine live on the wall clock (synthetic source by default) with the configured
     venues (the paper venue by default) until Ctrl-C or SIGTERM; then flush, settle, persist
-    and print a summary. A restart reconciles with the venues before its first order."""
+    and print a summary. A restart reconciles with the venues before its first order.
+
+    With bus.backend = "redis", ingestion, strategies and execution can run as separate
+    processes (``--role ingest``, ``--role strategy``, ``--role execution``), on one machine
+    or several, sharing the Redis server and the SQL database (storage.db_url)."""
+    if role not in ROLES:
+        raise QuantlabError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     settings = load_settings(config)
     _setup_logging(settings)
-    node = Node(settings, mode="live", run_dir=run_dir, trading="live" if live_trading else "paper")
+    node = Node(
+        settings,
+        mode="live",
+        run_dir=run_dir,
+        trading="live" if live_trading else "paper",
+        role=role,
+    )
     result = asyncio.run(_live(node, duration, quiet, settings.live.status_every_s))
     _print_summary(result.summary)
 

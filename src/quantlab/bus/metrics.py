@@ -106,24 +106,31 @@ class LatencyRecorder:
 
         A stage with no measurement (its consumer saw no message) is listed with count 0.
         """
-        rows = []
-        for stage in STAGES:
-            sketch = self.sketches.get(stage.consumer)
-            measured = sketch.quantile(stage.percentile) * 1e3 if sketch else math.nan
-            rows.append(
-                {
-                    "stage": stage.name,
-                    "consumer": stage.consumer,
-                    "percentile": f"p{round(stage.percentile * 100)}",
-                    "count": sketch.count if sketch else 0,
-                    "measured_ms": measured,
-                    "spec_ms": stage.spec_ms,
-                    "goal_ms": stage.goal_ms,
-                    "within_spec": _within(measured, stage.spec_ms),
-                    "within_goal": _within(measured, stage.goal_ms),
-                }
-            )
-        return rows
+        return stages_from_summary(self.summary())
+
+
+def stages_from_summary(consumers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`LatencyRecorder.stages` from consumer summaries (`LatencyRecorder.summary`), which
+    may come from several processes (each role of a multi-process engine reports its own)."""
+    rows = []
+    for stage in STAGES:
+        found = consumers.get(stage.consumer) or {}
+        pct = f"p{round(stage.percentile * 100)}"
+        measured = float(found.get(f"{pct}_ms", math.nan))
+        rows.append(
+            {
+                "stage": stage.name,
+                "consumer": stage.consumer,
+                "percentile": pct,
+                "count": int(found.get("count", 0)),
+                "measured_ms": measured,
+                "spec_ms": stage.spec_ms,
+                "goal_ms": stage.goal_ms,
+                "within_spec": _within(measured, stage.spec_ms),
+                "within_goal": _within(measured, stage.goal_ms),
+            }
+        )
+    return rows
 
 
 def _within(measured: float, budget: float | None) -> bool | None:

@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import math
 import os
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -116,6 +117,8 @@ class MonitorWriter:
         self.charged: deque[tuple[float, dict[str, float]]] = deque(maxlen=EQUITY_POINTS)
         self.writes = 0
         self.write_errors = 0
+        # The latest figures of each other role of a multi-process engine (`FigurePublisher`).
+        self.roles: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._started = dt.datetime.now(dt.UTC)
 
@@ -126,6 +129,7 @@ class MonitorWriter:
         bus.consume(topics.ALL_SIGNALS, self._on_signal, name=f"{self.name}.signals")
         bus.consume("weights.*", self._on_weights, name=f"{self.name}.weights")
         bus.consume(topics.risk("breaker"), self._on_breaker, name=f"{self.name}.breaker")
+        bus.consume(topics.system("metric"), self._on_metric, name=f"{self.name}.metrics")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._started = dt.datetime.now(dt.UTC)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="monitor-writer")
@@ -256,6 +260,13 @@ class MonitorWriter:
         history = self.weights.setdefault(w.strategy_id, deque(maxlen=EQUITY_POINTS))
         history.append({"timestamp": w.timestamp.isoformat(), "rounds": w.rounds, **w.weights})
 
+    async def _on_metric(self, envelope: Envelope) -> None:
+        report = envelope.payload
+        if isinstance(report, dict) and report.get("kind") == ROLE_FIGURES_KIND:
+            role = report.get("role")
+            if isinstance(role, str):
+                self.roles[role] = report
+
     async def _on_breaker(self, envelope: Envelope) -> None:
         e: BreakerEvent = envelope.payload
         self.breaker.append(
@@ -331,6 +342,70 @@ class MonitorWriter:
                 log.warning(
                     "monitor snapshot %s not written: %s: %s", self.path, type(exc).__name__, exc
                 )
+
+
+ROLE_FIGURES_KIND = "role_figures"
+
+
+class FigurePublisher:
+    """A role process's figures, on ``system.metric`` every `every_s` seconds, for the
+    monitor of the process that writes the snapshot (the execution role)."""
+
+    def __init__(
+        self, role: str, run_id: str, *, every_s: float, collect: Callable[[], dict[str, Any]]
+    ) -> None:
+        if every_s <= 0:
+            raise ValueError(f"every_s must be > 0, got {every_s!r}")
+        self.name = f"figures.{role}"
+        self.role = role
+        self.run_id = run_id
+        self.every_s = every_s
+        self.collect = collect
+        self.published = 0
+        self.errors = 0
+        self._bus: Bus | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, bus: Bus) -> None:
+        self._bus = bus
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.publish("stopped")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            await self.publish("running")
+
+    async def publish(self, status: str) -> None:
+        """Publish one report; a failure is logged and counted, never raised."""
+        if self._bus is None:
+            return
+        try:
+            await self._bus.publish(
+                topics.system("metric"),
+                {
+                    "kind": ROLE_FIGURES_KIND,
+                    "role": self.role,
+                    "run_id": self.run_id,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "status": status,
+                    "written_at": time.time(),
+                    "figures": self.collect(),
+                },
+            )
+            self.published += 1
+        except Exception as exc:  # the figures must never stop the role
+            self.errors += 1
+            if self.errors <= 3:
+                log.warning("%s: figures not published: %s: %s", self.name, type(exc).__name__, exc)
 
 
 def read_snapshot(path: str | Path) -> dict[str, Any] | None:

@@ -10,6 +10,18 @@
 
 A run trades on paper unless ``trading="live"`` (`engine.venues` keeps the two apart).
 
+A live node runs on the bus of ``bus.backend``: in-process (default), or Redis Streams, where
+one `role` may run per process (``quantlab live --role``), on one machine or several:
+
+* ``ingest``: the sources, quality checks and batching (and the lake writer): market data out;
+* ``strategy``: features, sketches, strategies and the order builder: signals and orders out;
+* ``execution``: risk, the venues, execution (with its outbox), costs, settlement and the
+  ledger, and the monitor snapshot the dashboard follows;
+* ``all``: every stage in one process (the default).
+
+Roles without the monitor publish their own figures on ``system.metric`` every
+``live.monitor_every_s``; the execution role's monitor merges them into the snapshot.
+
 The stages are the same objects in both modes; only the clock, the sources and the pacing differ.
 """
 
@@ -19,24 +31,27 @@ import asyncio
 import contextlib
 import datetime as dt
 import inspect
+import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from quantlab.adapters.sim import ReplaySource
 from quantlab.bus.component import Component
 from quantlab.bus.memory import InProcessBus
+from quantlab.bus.metrics import stages_from_summary
 from quantlab.config import Settings
 from quantlab.core.clock import Clock, SimulatedClock, WallClock
 from quantlab.core.enums import BreakerState, TimeInForce
-from quantlab.core.errors import QuantlabError
+from quantlab.core.errors import BusError, QuantlabError
 from quantlab.core.instruments import InstrumentBook
-from quantlab.engine.monitor import MonitorWriter
+from quantlab.engine.monitor import FigurePublisher, MonitorWriter
 from quantlab.engine.result import RunResult, RunSummary
 from quantlab.engine.sources import build_sources
 from quantlab.engine.strategies import build_strategy
@@ -61,11 +76,33 @@ from quantlab.storage.lake import Lake
 from quantlab.storage.lake_writer import LakeWriter
 from quantlab.storage.signal_log import SignalLog, read_signals, signals_frame
 from quantlab.storage.sql.engine import claim_trading_mode, make_engine, upgrade
+from quantlab.storage.sql.outbox import SqlOutbox
 from quantlab.storage.sql.portfolio_store import SqlPortfolioStore
 from quantlab.storage.sql.store import SqlOrderStore
 
+if TYPE_CHECKING:
+    from quantlab.adapters.redis import RedisStreamsBus
+
+log = logging.getLogger(__name__)
+
 Progress = Callable[[int, int], None]
 Mode = Literal["backtest", "live"]
+Role = Literal["all", "ingest", "strategy", "execution"]
+ROLES: tuple[Role, ...] = ("all", "ingest", "strategy", "execution")
+
+# The monitor snapshot's figures each role owns (the rest belong to the execution role).
+ROLE_FIGURES: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "events",
+        "events_accepted",
+        "events_per_s",
+        "batches",
+        "ingest_rejects",
+        "gaps",
+        "sources",
+    ),
+    "strategy": ("signals_total", "orders_total"),
+}
 
 
 class EngineError(QuantlabError):
@@ -98,6 +135,8 @@ class Node:
     trading
         ``"paper"`` (default) or ``"live"`` (real money; live mode only, every venue must be
         a live endpoint with live credentials).
+    role
+        Live mode on the Redis bus: the stages this process runs (see the module doc).
     """
 
     def __init__(
@@ -111,11 +150,21 @@ class Node:
         run_id: str | None = None,
         progress: Progress | None = None,
         trading: Trading = "paper",
+        role: Role = "all",
     ) -> None:
         if mode not in ("backtest", "live"):
             raise QuantlabError(f"unknown mode {mode!r}; expected 'backtest' or 'live'")
         if trading == "live" and mode != "live":
             raise QuantlabError("live-money trading needs mode='live'; a backtest is paper only")
+        if role not in ROLES:
+            raise QuantlabError(f"unknown role {role!r}; expected one of {list(ROLES)}")
+        if role != "all" and (mode != "live" or settings.bus.backend != "redis"):
+            raise QuantlabError(
+                f"role {role!r} runs one part of a live engine and needs the others on a shared "
+                f"bus: use mode='live' with bus.backend = 'redis' (got mode={mode!r}, "
+                f"bus.backend={settings.bus.backend!r})"
+            )
+        self.role: Role = role
         self.trading: Trading = trading
         self.settings = settings
         self.mode = mode
@@ -154,7 +203,8 @@ class Node:
             quality = QualityConfig(max_future_s=s.live.max_future_s)
         # On the wall clock, with a book that outlives the process (restart reconciliation).
         self.on_wall_clock = mode == "live" and not self.replay
-        self.bus = InProcessBus()
+        self._redis: Any = None
+        self.bus: InProcessBus | RedisStreamsBus = self._make_bus(settings, mode)
         self.instruments = InstrumentBook(s.execution.tick_size, s.execution.lot_size)
         # A backtest's book is scratch, in its run folder; a live run's book must outlive the
         # process (restart reconciliation), one per trading mode.
@@ -295,38 +345,87 @@ class Node:
             reconcile=self.on_wall_clock,
             fills_lookback_s=ex.fills_lookback_s,
             halt=self.risk.halt,
+            # A live book's events go through the outbox: published even across a crash.
+            outbox=SqlOutbox(self._sql, mark_engine=self._sql_status)
+            if self.on_wall_clock
+            else None,
+            data_to_order=self.on_wall_clock,
         )
         self.lake_writer: LakeWriter | None = None
         if self.on_wall_clock and s.live.write_lake:
             lake = Lake(s.storage.lake_root, cold_root=s.storage.lake_cold_root)
             self.lake_writer = LakeWriter(lake)
-        self.components: list[Component] = [
-            *(v for v in self.venues if isinstance(v, Component)),
+        runs_strategy = role in ("all", "strategy")
+        runs_execution = role in ("all", "execution")
+        # In the order they start (and stop): venues first, the ingestion last.
+        strategy_part: list[Component] = [
             self.features,
             self.sketches,
             self.strategies,
             self.signal_log,
             self.builder,
+        ]
+        execution_part: list[Component] = [
             self.risk,
             self.execution,
             self.costs,
             self.settlement,
             self.meter,
-            *([self.lake_writer] if self.lake_writer else []),
         ]
-        # A live engine shares its state with the dashboard (`quantlab dashboard`).
+        self.components: list[Component] = [
+            *(v for v in self.venues if isinstance(v, Component) and runs_execution),
+            *(strategy_part if runs_strategy else []),
+            *(execution_part if runs_execution else []),
+        ]
+        if role in ("all", "ingest") and self.lake_writer is not None:
+            self.components.append(self.lake_writer)
+        # A live engine shares its state with the dashboard (`quantlab dashboard`): the process
+        # that holds the book writes the snapshot; the other roles publish their figures.
         self.monitor: MonitorWriter | None = None
-        if self.on_wall_clock:
+        self.reporter: FigurePublisher | None = None
+        if self.on_wall_clock and role in ("all", "execution"):
             self.monitor = MonitorWriter(
                 self.state_dir / "monitor.json",
                 every_s=s.live.monitor_every_s,
                 collect=self._monitor_figures,
             )
             self.components.append(self.monitor)
-        self.components.append(self.ingest)
+        elif self.on_wall_clock:
+            self.reporter = FigurePublisher(
+                role, self.run_id, every_s=s.live.monitor_every_s, collect=self._role_figures
+            )
+            self.components.append(self.reporter)
+        if role in ("all", "ingest"):
+            self.components.append(self.ingest)
         self._stop = asyncio.Event()
         self._started: dt.datetime | None = None
         self._t0 = 0.0
+
+    def _make_bus(self, settings: Settings, mode: Mode) -> InProcessBus | RedisStreamsBus:
+        """The in-process bus, or (live, ``bus.backend = "redis"``) Redis Streams."""
+        b = settings.bus
+        if mode == "backtest" or b.backend == "memory":
+            return InProcessBus()
+        try:
+            import redis.asyncio as aioredis
+
+            from quantlab.adapters.redis import RedisStreamsBus
+        except ImportError as exc:  # pragma: no cover - the db extra is part of the test deps
+            raise QuantlabError(
+                "bus.backend = 'redis' needs the redis client: pip install 'quantlab[db]'"
+            ) from exc
+        password = settings.secrets.redis_password
+        self._redis = aioredis.Redis.from_url(
+            b.url, password=password.get_secret_value() if password else None
+        )
+        return RedisStreamsBus(
+            self._redis,
+            namespace=b.namespace,
+            maxlen=b.maxlen,
+            batch_size=b.batch_size,
+            ack_timeout=b.ack_timeout_s,
+            max_deliveries=b.max_deliveries,
+        )
 
     async def _load_ledger(self) -> None:
         """The ledger of a live run goes on from what its database holds (a restart), then
@@ -407,27 +506,37 @@ class Node:
                 self.builder.seed(open_orders, fills)
                 self.risk.seed(open_orders, fills)
                 self.settlement.seed(fills)
-            if self.risk.breaker.state is BreakerState.HALTED:
+            if self.execution in self.components and (
+                self.risk.breaker.state is BreakerState.HALTED
+            ):
                 # Halted before this process started (kill switch, a loss, a mismatch): the
                 # open orders a restart found at the venues are canceled too.
                 self.execution.halted = True
                 await self.execution.cancel_all("breaker halted at start")
-            ingest = asyncio.get_running_loop().create_task(self.ingest.run(), name="ingest")
-            waiters = [ingest, asyncio.ensure_future(self._stop.wait())]
-            await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
-            await self.ingest.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                if not ingest.done():
-                    await asyncio.wait_for(ingest, timeout=30)
-                elif ingest.exception() is not None:
-                    raise ingest.exception()  # type: ignore[misc]
-            waiters[1].cancel()
-            await self.bus.drain(timeout=60)
+            stopped = asyncio.ensure_future(self._stop.wait())
+            if self.ingest in self.components:
+                ingest = asyncio.get_running_loop().create_task(self.ingest.run(), name="ingest")
+                waiters = [ingest, stopped]
+                await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+                await self.ingest.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    if not ingest.done():
+                        await asyncio.wait_for(ingest, timeout=30)
+                    elif ingest.exception() is not None:
+                        raise ingest.exception()  # type: ignore[misc]
+            else:  # a role without sources runs until it is stopped
+                await asyncio.wait([stopped], timeout=duration_s)
+            stopped.cancel()
+            await self._drain()
             for component in self.components:
                 await component.stop()
-            await self.bus.drain(timeout=60)
+            await self._drain()
             state_file = self.settings.strategy.state_file
-            if isinstance(self.strategy, HedgeStrategy) and state_file:
+            if (
+                isinstance(self.strategy, HedgeStrategy)
+                and state_file
+                and self.strategies in self.components
+            ):
                 self.strategy.save(state_file)  # the learnt weights survive a restart
         finally:
             for venue in self.venues:
@@ -438,6 +547,8 @@ class Node:
                         if inspect.isawaitable(done):
                             await done
             await self.bus.close()
+            if self._redis is not None:
+                await self._redis.aclose()
             self.dead_letters.flush()
         wall = time.perf_counter() - self._t0
         errors = self.bus.handler_errors
@@ -453,10 +564,59 @@ class Node:
             self._sql_status.dispose()
         return result
 
-    def _monitor_figures(self) -> dict[str, Any]:
-        """What the monitor snapshot takes from the engine's stages (see `engine.monitor`)."""
+    async def _drain(self) -> None:
+        """Wait until what was published is handled. On Redis the consumers are other
+        processes, which may have stopped first: what they left waits in Redis for their next
+        start, so a drain that times out there is reported, not fatal."""
+        if isinstance(self.bus, InProcessBus):
+            await self.bus.drain(timeout=60)
+            return
+        try:
+            await self.bus.drain(timeout=10)
+        except BusError as exc:
+            log.warning("%s: stopping with messages not yet handled elsewhere: %s", self.role, exc)
+
+    def _role_figures(self) -> dict[str, Any]:
+        """The figures this process owns as a role (see `ROLE_FIGURES`), its stages' latency
+        and its bus counters: what a role publishes for the monitor, and part of it."""
         ingest = self.ingest.stats()
         wall = max(time.perf_counter() - self._t0, 1e-9) if self._t0 else 0.0
+        return {
+            "events": ingest["rows_in"],
+            "events_accepted": ingest["rows_accepted"],
+            "events_per_s": ingest["rows_in"] / wall if wall else 0.0,
+            "batches": ingest["batches"],
+            "ingest_rejects": ingest["rejected"],
+            "gaps": ingest["gaps"],
+            "sources": ingest["sources"],
+            "signals_total": sum(self.strategies.signals.values()),
+            "orders_total": self.builder.built,
+            "latency": {"consumers": self.bus.latency.summary()},
+            "bus": {
+                "published": self.bus.published,
+                "dead_letters": self.bus.dead_lettered,
+                "handler_errors": len(self.bus.handler_errors),
+            },
+        }
+
+    def _monitor_figures(self) -> dict[str, Any]:
+        """What the monitor snapshot takes from the engine's stages (see `engine.monitor`),
+        with the figures the other roles published (multi-process) in place of this
+        process's."""
+        own = self._role_figures()
+        consumers = dict(own["latency"]["consumers"])
+        processes: dict[str, dict[str, Any]] = {
+            self.role: {"pid": os.getpid(), "status": "running", "run_id": self.run_id}
+        }
+        for role, report in (self.monitor.roles if self.monitor is not None else {}).items():
+            theirs = report.get("figures") or {}
+            for key in ROLE_FIGURES.get(role, ()):
+                if key in theirs:
+                    own[key] = theirs[key]
+            consumers.update((theirs.get("latency") or {}).get("consumers") or {})
+            processes[role] = {
+                k: report.get(k) for k in ("pid", "status", "run_id", "written_at", "host")
+            }
         risk = self.risk.stats()
         marks = self.monitor.symbols if self.monitor is not None else {}
         lim = self.settings.risk
@@ -518,15 +678,9 @@ class Node:
             "run_id": self.run_id,
             "mode": self.mode,
             "trading": self.trading,
-            "events": ingest["rows_in"],
-            "events_accepted": ingest["rows_accepted"],
-            "events_per_s": ingest["rows_in"] / wall if wall else 0.0,
-            "batches": ingest["batches"],
-            "ingest_rejects": ingest["rejected"],
-            "gaps": ingest["gaps"],
-            "sources": ingest["sources"],
-            "signals_total": sum(self.strategies.signals.values()),
-            "orders_total": self.builder.built,
+            "role": self.role,
+            "processes": processes,
+            **{k: own[k] for k in (*ROLE_FIGURES["ingest"], *ROLE_FIGURES["strategy"])},
             "fills_total": self.execution.fills,
             "positions": positions,
             "open_orders": open_orders,
@@ -551,14 +705,11 @@ class Node:
                 "usage": usage,
             },
             "latency": {
-                "stages": self.bus.latency.stages(),
-                "consumers": self.bus.latency.summary(),
+                "stages": stages_from_summary(consumers),
+                "consumers": consumers,
+                "data_to_order": self.execution.stats()["data_to_order"],
             },
-            "bus": {
-                "published": self.bus.published,
-                "dead_letters": self.bus.dead_lettered,
-                "handler_errors": len(self.bus.handler_errors),
-            },
+            "bus": own["bus"],
             "ledger": {"entries": len(ledger), "expenses": expenses, "budgets": budgets},
             "charged": {k: float(v) for k, v in self.meter.charged.items()},
             "costs": {

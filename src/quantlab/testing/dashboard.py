@@ -1,4 +1,5 @@
-"""A live engine and `quantlab dashboard` as subprocesses, for browser tests and benchmarks.
+"""A live engine (one process, or one per role) and `quantlab dashboard` as subprocesses, for
+end-to-end and browser tests and benchmarks.
 
 `DashboardStack` owns a working folder, an environment without the developer's QUANTLAB_*
 settings, and the subprocesses it starts, which `close()` always stops.
@@ -76,6 +77,31 @@ class DashboardStack:
         cfg = self.tmp / "live.toml"
         cfg.write_text(LIVE_TOML.format(symbols=symbols, rate=rate))
         self._spawn(["live", "-c", str(cfg), "--duration", str(duration), "-q"], "engine.log")
+
+    def roles(
+        self,
+        config: str,
+        roles: tuple[str, ...] = ("execution", "strategy", "ingest"),
+        *,
+        duration: int = 120,
+    ) -> dict[str, subprocess.Popen[bytes]]:
+        """A multi-process engine: one ``quantlab live --role R`` per role, started in the
+        order given, on the configuration text `config` (its bus must be Redis). Each role's
+        output goes to ``<role>.log``."""
+        cfg = self.tmp / "deployment.toml"
+        cfg.write_text(config)
+        return {
+            role: self._spawn(
+                ["live", "-c", str(cfg), "--role", role, "--duration", str(duration), "-q"],
+                f"{role}.log",
+            )
+            for role in roles
+        }
+
+    def log(self, name: str) -> str:
+        """The tail of a subprocess's output (``engine``, ``dashboard`` or a role's)."""
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def wait_snapshot(self, timeout: float = 30) -> Path:
         path = self.tmp / "state" / "paper" / "monitor.json"

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +12,7 @@ import quantlab.features as qf
 from quantlab.signals.patterns import Embedder, PatternMemory
 from quantlab.signals.windows import window_array
 from quantlab.storage.vectors import ChromaVectorStore, make_client
-from quantlab.testing.net import free_port
+from quantlab.testing.chroma_server import ChromaServer
 
 pytestmark = pytest.mark.integration
 
@@ -25,43 +20,11 @@ NS = 1_000_000_000
 DAY = 86_400 * NS
 
 
-def heartbeat(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1) as resp:  # noqa: S310
-            return "nanosecond heartbeat" in json.loads(resp.read())
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
-def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def chroma_url() -> Iterator[str]:
     """A ``chroma run`` server on a free local port, stopped (and waited for) at teardown."""
-    root = tmp_path_factory.mktemp("chroma-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    chroma = Path(sys.executable).with_name("chroma")
-    log = (root / "server.log").open("wb")
-    cmd = [str(chroma), "run", "--path", str(root / "data"), "--host", "127.0.0.1",
-           "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not heartbeat(url):
-            if proc.poll() is not None:
-                pytest.fail(f"chroma run exited with {proc.returncode}: "
-                            f"{(root / 'server.log').read_text()[-2000:]}")  # fmt: skip
-            if time.monotonic() > deadline:
-                pytest.fail(f"chroma run not ready at {url} after 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+    with ChromaServer() as server:
+        yield server.url
 
 
 def test_pattern_memory_over_http(chroma_url: str, data_dir: Path) -> None:
