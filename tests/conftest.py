@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from quantlab.testing.chroma_server import ChromaServer
 from quantlab.testing.postgres_server import PostgresServer
 from quantlab.testing.redis_server import RedisServer, redis_server_binary
 
@@ -51,4 +52,11 @@ def redis_server() -> Iterator[RedisServer]:
     if redis_server_binary() is None:
         pytest.skip("redis-server is not installed")
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[ChromaServer]:
+    """A throwaway ``chroma run`` server on 127.0.0.1 (one per test worker), stopped at the end."""
+    with ChromaServer() as server:
         yield server

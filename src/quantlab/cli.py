@@ -312,7 +312,7 @@ def _print_summary(s: RunSummary) -> None:
     rejected = sum(s.rejected.values())
     flagged = sum(s.flagged.values())
     rows = [
-        ("mode", s.mode),
+        ("mode", s.mode if s.role == "all" else f"{s.mode}, role {s.role} (its own stages only)"),
         ("data", ", ".join(s.data)),
         ("symbols", str(s.symbols)),
         (

@@ -1,6 +1,6 @@
-"""The engine as three processes (ingest, strategy, execution) on Redis Streams and PostgreSQL,
-trading on the paper venue end to end; the monitor snapshot (what the dashboard reads) follows
-all three."""
+"""The engine as three processes (ingest, strategy, execution) on Redis Streams, PostgreSQL and
+a Chroma server, by configuration alone, trading on the paper venue end to end; the monitor
+snapshot (what the dashboard reads) follows all three."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import redis
 from sqlalchemy import create_engine, text
 
 from quantlab.engine.monitor import read_snapshot
+from quantlab.storage.vectors import make_client
+from quantlab.testing.chroma_server import ChromaServer
 from quantlab.testing.dashboard import DashboardStack
 from quantlab.testing.postgres_server import PostgresServer
 from quantlab.testing.redis_server import RedisServer
@@ -24,15 +26,21 @@ pytestmark = pytest.mark.slow
 
 CONFIG = """\
 [strategy]
-name = "ema_cross"
-id = "ema"
-[features]
-fast = 2
-slow = 5
+name = "hedge"
+id = "hedge"
+experts = ["macd_cross", "ema_trend", "patterns"]
+horizon = 4
+[patterns]
+search = "chroma"
+window = 16
+store_every = 2
+url = "{chroma}"
+collection = "{namespace}"
 [[live.sources]]
 type = "synthetic"
 symbols = 8
 rate = 400
+bar_interval_s = 0.1
 [live]
 monitor_every_s = 0.25
 [bus]
@@ -70,12 +78,19 @@ def wait_for(what: str, check: Any, stack: DashboardStack, timeout: float = 60) 
 
 
 def test_three_processes_trade_on_the_paper_venue_through_redis(
-    stack: DashboardStack, redis_server: RedisServer, postgres: PostgresServer
+    stack: DashboardStack,
+    redis_server: RedisServer,
+    postgres: PostgresServer,
+    chroma_server: ChromaServer,
 ) -> None:
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     db_url = postgres.database()
     config = CONFIG.format(
-        redis=redis_server.url, namespace=namespace, db_url=db_url, tmp=stack.tmp.as_posix()
+        redis=redis_server.url,
+        namespace=namespace,
+        db_url=db_url,
+        chroma=chroma_server.url,
+        tmp=stack.tmp.as_posix(),
     )
     procs = stack.roles(config, ("execution", "strategy", "ingest"), duration=90)
     snapshot_path = stack.tmp / "state" / "paper" / "monitor.json"
@@ -126,13 +141,19 @@ def test_three_processes_trade_on_the_paper_venue_through_redis(
     assert unpublished == 0, "events committed to the book and never published"
 
     # Each role wrote its own summary; the execution role's counts the fills of the book.
-    summaries = {
-        json.loads(p.read_text())["run_id"]: json.loads(p.read_text())
-        for p in (stack.tmp / "runs").rglob("summary.json")
-    }
-    assert len(summaries) == 3
-    assert max(s["fills"] for s in summaries.values()) == fills
-    assert max(s["events"] for s in summaries.values()) > 0
+    found = [json.loads(p.read_text()) for p in (stack.tmp / "runs").rglob("summary.json")]
+    summaries = {s["role"]: s for s in found}
+    assert sorted(summaries) == ["execution", "ingest", "strategy"]
+    assert summaries["execution"]["fills"] == fills
+    assert summaries["ingest"]["events"] > 0
+    assert summaries["strategy"]["signals"] > 0
+
+    # The strategy process kept its pattern memory in the Chroma server, and asked it.
+    assert not summaries["ingest"]["strategy"].get("hedge")  # built where it runs only
+    patterns = summaries["strategy"]["strategy"]["hedge"]["experts"]["patterns"]
+    assert patterns["search_path_rows"]["chroma"] > 0
+    stored = make_client(url=chroma_server.url).get_collection(f"{namespace}-hedge").count()
+    assert stored > 0
 
     # Nothing was dead-lettered on the way.
     client = redis.Redis.from_url(redis_server.url)

@@ -68,7 +68,7 @@ from quantlab.portfolio.costs import CostEngine
 from quantlab.portfolio.ledger import Budget, BudgetAlert
 from quantlab.portfolio.metering import CostMeter, Price
 from quantlab.risk import BreakerConfig, RiskEngine, RiskLimits, VarConfig
-from quantlab.signals import StrategyContext, StrategyEngine
+from quantlab.signals import EmaCross, StrategyContext, StrategyEngine
 from quantlab.signals.hedge_strategy import HedgeStrategy
 from quantlab.signals.sketches import SketchEngine
 from quantlab.storage.deadletter import DeadLetterFile
@@ -234,13 +234,16 @@ class Node:
             self.clock, ttl_s=s.features.ttl_s, max_symbols=s.features.max_symbols
         )
         self.features = FeatureEngine(self.spec, self.feature_store)
-        self.strategy = build_strategy(
-            s, feature_spec=get_spec(s.features.spec).id, run_dir=self.run_dir
+        # Only a process that runs the strategy builds it (and opens its pattern memory).
+        self.strategy: EmaCross | HedgeStrategy | None = (
+            build_strategy(s, feature_spec=get_spec(s.features.spec).id, run_dir=self.run_dir)
+            if role in ("all", "strategy")
+            else None
         )
         self.sketches = SketchEngine(self.feature_store)
         self.signal_log = SignalLog(self.run_dir / "signals.msgpack", fsync=mode == "live")
         self.strategies = StrategyEngine(
-            [self.strategy],
+            [] if self.strategy is None else [self.strategy],
             StrategyContext(
                 clock=self.clock,
                 assumed_spread_bps=s.execution.assumed_spread_bps,
@@ -532,11 +535,7 @@ class Node:
                 await component.stop()
             await self._drain()
             state_file = self.settings.strategy.state_file
-            if (
-                isinstance(self.strategy, HedgeStrategy)
-                and state_file
-                and self.strategies in self.components
-            ):
+            if isinstance(self.strategy, HedgeStrategy) and state_file:
                 self.strategy.save(state_file)  # the learnt weights survive a restart
         finally:
             for venue in self.venues:
@@ -784,6 +783,7 @@ class Node:
             ledger={**self.settlement.ledger_summary(), **self.meter.stats()},
             execution=self.execution.stats(),
             latency={"consumers": self.bus.latency.summary(), "stages": self.bus.latency.stages()},
+            role=self.role,
         )
         weights = pl.DataFrame(
             [

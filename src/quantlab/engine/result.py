@@ -49,6 +49,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     execution: dict[str, Any] = {}
     # Per-consumer handler latency and the DESIGN §7 stages against budget (`bus.metrics`).
     latency: dict[str, Any] = {}
+    # The part of a multi-process engine this run was (`quantlab live --role`), else "all".
+    role: str = "all"
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)
