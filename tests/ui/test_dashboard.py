@@ -160,3 +160,52 @@ def test_dashboard_says_when_the_engine_is_not_running(stack: Any, chromium: Any
         assert not errors, errors
     finally:
         context.close()
+
+
+MULTI_PROCESS = """\
+[strategy]
+name = "ema_cross"
+id = "ema"
+[features]
+fast = 3
+slow = 8
+[[live.sources]]
+type = "synthetic"
+symbols = 5
+rate = 500
+[bus]
+backend = "redis"
+url = "{url}"
+namespace = "{namespace}"
+"""
+
+
+def test_dashboard_follows_a_multi_process_engine(
+    stack: Any, chromium: Any, redis_server: Any
+) -> None:
+    """Ingest, strategy and execution in three processes on Redis: the dashboard (reading the
+    execution role's snapshot) shows all three, their events, and fills as they arrive."""
+    config = MULTI_PROCESS.format(url=redis_server.url, namespace=f"ui-{os.getpid()}")
+    stack.roles(config, ("execution", "strategy", "ingest"), duration=120)
+    base = stack.dashboard()
+    stack.wait_snapshot()
+    context, page, errors = _open(chromium, f"{base}/dashboard")
+    try:
+        status = page.locator(".ql-status").first
+        _wait(lambda: "engine running" in status.inner_text(), 20, "the running header")
+        _tab(page, "pipeline")
+        table = page.locator(VISIBLE_TABLE).filter(has_text="age_s").first
+
+        def all_roles() -> bool:
+            text = table.inner_text() if table.count() else ""
+            return all(role in text for role in ("ingest", "strategy", "execution"))
+
+        _wait(all_roles, 30, "the three roles in the processes table")
+        _tab(page, "orders")
+        fills = page.locator(".ql-fills .tabulator-row")
+        _wait(lambda: fills.count() > 0, 40, "fills made across the three processes")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "multi-process-orders.png"), full_page=True)
+        assert not errors, errors
+    finally:
+        context.close()

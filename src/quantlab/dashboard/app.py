@@ -313,6 +313,7 @@ class Dashboard:
         self.pipeline_html = pn.pane.HTML("", stylesheets=[_CSS])
         self.rate_chart = _bars(["source"], "events_per_s", "events/s per source")
         self.sources_table = _table(data.sources(None), height=160)
+        self.processes_table = _table(data.processes(None), height=140)
         self.reasons_table = _table(data.reject_reasons(None), height=200)
         self.latency_chart = _bars(
             ["stage", "budget"], "ms", "stage latency vs spec and goal (ms)", height=320,
@@ -322,6 +323,8 @@ class Dashboard:
         return pn.Column(
             self.pipeline_html,
             pn.Row(self.rate_chart.pane, self.sources_table, sizing_mode="stretch_width"),
+            pn.pane.Markdown("**processes**"),
+            self.processes_table,
             pn.pane.Markdown("**rejects by reason**"),
             self.reasons_table,
             self.latency_chart.pane,
@@ -478,6 +481,7 @@ class Dashboard:
     def _update_pipeline(self) -> None:
         snap = self.snapshot or {}
         bus = snap.get("bus") or {}
+        e2e = (snap.get("latency") or {}).get("data_to_order") or {}
         self.pipeline_html.object = _kv(
             [
                 ("events", f"{snap.get('events', 0):,}"),
@@ -489,8 +493,13 @@ class Dashboard:
                     f"{bus.get('published', 0):,} / {bus.get('dead_letters', 0)} / "
                     f"{bus.get('handler_errors', 0)}",
                 ),
+                (
+                    "data → order p50 / p95 / p99 (ms)",
+                    " / ".join(_fmt(e2e.get(k), ",.2f") for k in ("p50_ms", "p95_ms", "p99_ms")),
+                ),
             ]
         )
+        _set(self.processes_table, data.processes(self.snapshot))
         src = data.sources(self.snapshot)
         self.rate_chart.update(src[["source", "events_per_s"]].astype({"source": str}))
         _set(self.sources_table, src)

@@ -45,6 +45,7 @@ SOURCE_COLUMNS = ["source", "connected", "events", "events_per_s", "rejects", "r
                   "lag_ms", "stale", "last_error"]  # fmt: skip
 LATENCY_COLUMNS = ["stage", "percentile", "count", "measured_ms", "spec_ms", "goal_ms",
                    "within_spec", "within_goal"]  # fmt: skip
+PROCESS_COLUMNS = ["role", "pid", "host", "status", "age_s", "run_id"]
 AGENT_COLUMNS = ["agent", "charged", "burn_per_hour"]
 BUDGET_COLUMNS = ["agent", "currency", "limit", "spent", "fraction_pct"]
 RUN_COLUMNS = ["run_id", "status", "started_at", "duration_s", "notebook", "report", "error"]
@@ -307,6 +308,27 @@ def sources(snapshot: Snapshot) -> pd.DataFrame:
     df = _frame(rows, SOURCE_COLUMNS)
     df["events_per_s"] = df["events_per_s"].astype("float64")
     return df
+
+
+def processes(snapshot: Snapshot) -> pd.DataFrame:
+    """The engine's processes: one row (``all``), or one per role of a multi-process engine,
+    with the age of each role's last report (the snapshot's writer reports with the snapshot)."""
+    snap = snapshot or {}
+    written = float(snap.get("written_at") or 0)
+    rows = []
+    for role, p in sorted((snap.get("processes") or {}).items()):
+        at = p.get("written_at")
+        rows.append(
+            {
+                "role": role,
+                "pid": p.get("pid"),
+                "host": p.get("host") or "",
+                "status": p.get("status") or "",
+                "age_s": max(written - float(at), 0.0) if at else 0.0,
+                "run_id": p.get("run_id") or "",
+            }
+        )
+    return _frame(rows, PROCESS_COLUMNS)
 
 
 def latency(snapshot: Snapshot) -> pd.DataFrame:

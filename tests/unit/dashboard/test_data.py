@@ -145,9 +145,26 @@ def test_pipeline_and_costs(snap: dict[str, Any]) -> None:
     assert data.costs(snap)["component"].tolist() == ["fee", "spread", "slippage", "delay"]
 
 
+def test_processes_of_a_multi_process_engine(snap: dict[str, Any]) -> None:
+    written = snap["written_at"]
+    snap["processes"] = {
+        "execution": {"pid": 10, "status": "running", "run_id": "r1"},
+        "ingest": {"pid": 11, "status": "running", "run_id": "r2", "host": "a",
+                   "written_at": written - 2.0},
+        "strategy": {"pid": 12, "status": "stopped", "run_id": "r3", "host": "b",
+                     "written_at": written - 0.5},
+    }  # fmt: skip
+    frame = data.processes(snap)
+    assert frame["role"].tolist() == ["execution", "ingest", "strategy"]
+    assert frame["pid"].tolist() == [10, 11, 12]
+    assert frame["age_s"].tolist() == [0.0, 2.0, 0.5]
+    assert frame["status"].tolist() == ["running", "running", "stopped"]
+
+
 def test_empty_snapshot_gives_empty_frames() -> None:
     for fn in (data.markets, data.positions, data.fills, data.signals, data.usage,
-               data.sources, data.latency, data.agents, data.budgets, data.costs):  # fmt: skip
+               data.sources, data.latency, data.agents, data.budgets, data.costs,
+               data.processes):  # fmt: skip
         assert fn(None).empty
 
 
