@@ -95,12 +95,18 @@ typecheck: $(VENV)/.test-deps
 contracts: $(VENV)/.test-deps
 	$(BIN)/lint-imports
 
+# The tests start their servers (redis-server, PostgreSQL, chroma) on 127.0.0.1 and stop them;
+# whatever a killed test process left behind is stopped afterwards, pass or fail.
+STOP_SERVICES := $(PY) -m quantlab.testing.services --stop-leftovers
+
 test: lint typecheck contracts $(KERNEL) $(VENV)/.system-deps
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); status=$$?; $(STOP_SERVICES); \
+		exit $$status
 	$(MAKE) --no-print-directory notebooks
 
 test-fast: $(VENV)/.test-deps $(KERNEL) $(VENV)/.system-deps
-	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS); status=$$?; \
+		$(STOP_SERVICES); exit $$status
 
 # Every notebook top to bottom on the quantlab kernel (nbval, outputs not compared except
 # cells marked NBVAL_CHECK_OUTPUT); runs go to a scratch folder, not ./runs.
