@@ -581,7 +581,10 @@ def sweep(
     ] = None,
     scheduler: Annotated[
         str | None,
-        typer.Option(help="Dask scheduler address (default: a LocalCluster on this machine)"),
+        typer.Option(
+            help="Dask scheduler address (default: runs.dask_scheduler, else a LocalCluster "
+            "on this machine)"
+        ),
     ] = None,
     workers: Annotated[int, typer.Option(help="LocalCluster workers (one kernel each)")] = 2,
     html: Annotated[

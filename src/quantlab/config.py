@@ -427,6 +427,11 @@ class RunsConfig(_Section):
         2, ge=0, description="retries of a kernel that fails to start (no cell has run)"
     )
     schedules: list[ScheduleConfig] = Field(default_factory=list)
+    dask_scheduler: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ucx)://",
+        description="sweeps run on this Dask cluster (tcp://host:8786); unset: a LocalCluster",
+    )
 
     @field_validator("schedules")
     @classmethod

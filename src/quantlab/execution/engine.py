@@ -477,7 +477,5 @@ class ExecutionEngine:
                     "publish_errors": self.publish_errors,
                 }
             ),
-            "data_to_order": (
-                None if self.data_to_order is None else self.data_to_order.summary()
-            ),
+            "data_to_order": (None if self.data_to_order is None else self.data_to_order.summary()),
         }

@@ -338,8 +338,9 @@ def sweep(
     config_path
         The ``quantlab.toml`` the notebooks' kernels read (the ``config`` parameter).
     scheduler
-        The address of a running Dask scheduler (``tcp://host:8786``); default: a
-        `LocalCluster` of `workers` processes, one thread each, on 127.0.0.1, no dashboard.
+        The address of a running Dask scheduler (``tcp://host:8786``); default:
+        ``runs.dask_scheduler``, and if that is unset too a `LocalCluster`
+        of `workers` processes, one thread each, on 127.0.0.1, no dashboard.
         With a remote cluster, the runs directory and the registry must be shared.
     workers
         Worker processes of the local cluster (runs at once).
@@ -396,6 +397,7 @@ def sweep(
     by_index: dict[int, dict[str, Any]] = {}
     log.info("sweep %s: %d runs of %s", sweep_id, len(combos), source)
 
+    scheduler = scheduler or settings.runs.dask_scheduler
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         if scheduler is None:
             cluster: Any = LocalCluster(  # type: ignore[no-untyped-call]

@@ -183,8 +183,10 @@ def test_a_run_whose_worker_dies_is_retried_on_another(tmp_path: Path) -> None:
     assert dead.error == f"the Dask worker running it died; retried as {base}.r2"
 
 
-def test_sweep_on_a_cluster_given_by_address(tmp_path: Path) -> None:
-    """`scheduler=ADDRESS` (`quantlab sweep --scheduler`): the runs go to that cluster."""
+@pytest.mark.parametrize("given_by", ["argument", "configuration"])
+def test_sweep_on_a_cluster_given_by_address(tmp_path: Path, given_by: str) -> None:
+    """`scheduler=ADDRESS` (`quantlab sweep --scheduler`), or ``runs.dask_scheduler`` in the
+    configuration alone: the runs go to that cluster."""
     from dask.distributed import LocalCluster
 
     settings = load_settings(storage={"runs_dir": str(tmp_path / "runs")})
@@ -197,11 +199,17 @@ def test_sweep_on_a_cluster_given_by_address(tmp_path: Path) -> None:
         host="127.0.0.1",
     ) as cluster:
         assert cluster.scheduler.transition_counter == 0
+        by_argument = given_by == "argument"
+        if not by_argument:
+            settings = load_settings(
+                storage={"runs_dir": str(tmp_path / "runs")},
+                runs={"dask_scheduler": cluster.scheduler_address},
+            )
         result = sweep(
             {"x": [5, 6]},
             settings=settings,
             notebook=notebook,
-            scheduler=cluster.scheduler_address,
+            scheduler=cluster.scheduler_address if by_argument else None,
             progress=False,
         )
         # The runs were tasks of this cluster's scheduler (which outlives the sweep).
