@@ -1,4 +1,4 @@
-"""InProcessBus: routing, ordering, backpressure, acknowledgement, redelivery, dead letters."""
+"""The bus port's shared semantics, on `InProcessBus` and on `RedisStreamsBus` (`make_bus`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -17,33 +18,57 @@ from quantlab.bus import (
     DeadLetter,
     Envelope,
     InProcessBus,
-    InProcessSubscription,
     Subscription,
     topics,
 )
 from quantlab.core import BusError
 
-MakeBus = Callable[..., InProcessBus]
+MakeBus = Callable[..., Any]  # builds an InProcessBus or a RedisStreamsBus (see `make_bus`)
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("redis", id="redis", marks=[pytest.mark.redis, pytest.mark.integration]),
+]
 
 
-@pytest.fixture
-async def make_bus() -> AsyncIterator[MakeBus]:
-    """Build buses that are closed when the test ends, whatever happened."""
-    made: list[InProcessBus] = []
+@pytest.fixture(params=BACKENDS)
+async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[MakeBus]:
+    """Build buses that are closed when the test ends, whatever happened.
 
-    def make(**kwargs: Any) -> InProcessBus:
-        bus = InProcessBus(**kwargs)
-        made.append(bus)
-        return bus
+    Parametrized over the backends: ``memory`` (`InProcessBus`) and ``redis``
+    (`RedisStreamsBus` on the session's throwaway redis-server, a fresh namespace per test,
+    so the buses of one test share topics and nothing else). A test marked
+    ``in_process_only(reason)`` is skipped on ``redis`` with that reason.
+    """
+    made: list[Any] = []
+    if request.param == "memory":
+
+        def make(**kwargs: Any) -> Any:
+            bus = InProcessBus(**kwargs)
+            made.append(bus)
+            return bus
+
+    else:
+        marker = request.node.get_closest_marker("in_process_only")
+        if marker is not None:
+            pytest.skip(f"in-process only: {marker.kwargs['reason']}")
+        from quantlab.adapters.redis import RedisStreamsBus
+
+        url = request.getfixturevalue("redis_server").url
+        namespace = f"test-{uuid.uuid4().hex[:10]}"
+
+        def make(**kwargs: Any) -> Any:
+            kwargs.setdefault("namespace", namespace)
+            bus = RedisStreamsBus(url, **kwargs)
+            made.append(bus)
+            return bus
 
     yield make
     for bus in made:
         await bus.close()
 
 
-async def pull_all(
-    sub: InProcessSubscription, *, wait: float = 0.05, ack: bool = True
-) -> list[Any]:
+async def pull_all(sub: Subscription, *, wait: float = 0.05, ack: bool = True) -> list[Any]:
     """Payloads available now (until `wait` seconds pass with nothing new), acknowledged."""
     got = []
     while (envelope := await sub.get(timeout=wait)) is not None:
@@ -62,7 +87,7 @@ async def still_pending(task: asyncio.Task[Any], wait: float = 0.1) -> bool:
     return False
 
 
-async def publish_concurrently(bus: InProcessBus, topic: str, payloads: Iterable[Any]) -> None:
+async def publish_concurrently(bus: Bus, topic: str, payloads: Iterable[Any]) -> None:
     """One publisher per payload, all at once."""
     await asyncio.gather(*(bus.publish(topic, p) for p in payloads))
 
@@ -171,6 +196,7 @@ async def test_wildcard_routing_delivers_to_every_match_exactly_once(make_bus: M
     await bus.drain(timeout=1)
 
 
+@pytest.mark.in_process_only(reason="payloads are encoded: every subscription decodes its own copy")
 async def test_one_message_fans_out_by_reference(make_bus: MakeBus) -> None:
     bus = make_bus(ack_timeout=5)
     a = bus.subscribe("orders.*", name="a")
@@ -248,6 +274,9 @@ async def test_a_closed_subscription_receives_nothing_more(make_bus: MakeBus) ->
     await bus.drain(timeout=1)
 
 
+@pytest.mark.in_process_only(
+    reason="one stream per topic: FIFO holds per topic, not across a pattern's topics"
+)
 async def test_fifo_per_subscription(make_bus: MakeBus) -> None:
     bus = make_bus(ack_timeout=5)
     odd = bus.subscribe("n.odd", name="odd")
@@ -276,6 +305,7 @@ async def test_fifo_through_a_consumer_task(make_bus: MakeBus) -> None:
 # -- backpressure and bounds ---------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason="no publisher backpressure: streams are trimmed to maxlen")
 async def test_backpressure_blocks_the_publisher_at_maxsize(make_bus: MakeBus) -> None:
     bus = make_bus(ack_timeout=5)
     sub = bus.subscribe("bp.x", name="slow", maxsize=10)
@@ -316,6 +346,7 @@ async def test_backpressure_blocks_the_publisher_at_maxsize(make_bus: MakeBus) -
         await cancel(task)
 
 
+@pytest.mark.in_process_only(reason="no publisher backpressure: streams are trimmed to maxlen")
 async def test_a_slow_subscription_holds_back_its_publishers(make_bus: MakeBus) -> None:
     bus = make_bus(maxsize=5, ack_timeout=5)
     slow = bus.subscribe("bp.*", name="slow")
@@ -340,6 +371,9 @@ async def test_a_slow_subscription_holds_back_its_publishers(make_bus: MakeBus) 
         await cancel(task)
 
 
+@pytest.mark.in_process_only(
+    reason="no publisher backpressure; `queued` is local read-ahead, not the backlog"
+)
 async def test_a_pull_consumer_that_never_acks_gets_at_most_maxsize_in_flight(
     make_bus: MakeBus,
 ) -> None:
@@ -532,6 +566,9 @@ async def test_max_deliveries_one_means_no_retry(make_bus: MakeBus) -> None:
     assert bus.dead_letters[0].reason == "nack"
 
 
+@pytest.mark.in_process_only(
+    reason="no bounded subscription queue: the dead-letter stream keeps every letter"
+)
 async def test_a_full_dead_letter_subscription_does_not_block_the_stream(make_bus: MakeBus) -> None:
     bus = make_bus()
     dead = bus.subscribe(topics.DEAD_LETTER, name="dlq", maxsize=1)
@@ -545,6 +582,9 @@ async def test_a_full_dead_letter_subscription_does_not_block_the_stream(make_bu
     assert dead.queued == 1  # the rest were dropped from the topic, kept in bus.dead_letters
 
 
+@pytest.mark.in_process_only(
+    reason="dead letters reach Redis from a background flusher, not within get(timeout=0)"
+)
 async def test_dead_letters_of_the_dead_letter_topic_are_not_republished(make_bus: MakeBus) -> None:
     bus = make_bus()
     bus.subscribe(topics.DEAD_LETTER, name="observer")
@@ -728,6 +768,9 @@ async def test_close_stops_consumer_tasks(make_bus: MakeBus) -> None:
     assert bus.stats()["subscriptions"] == {}
 
 
+@pytest.mark.in_process_only(
+    reason="a consumer task closed before its setup ends returns instead of being cancelled"
+)
 async def test_closing_a_consume_subscription_stops_its_task(make_bus: MakeBus) -> None:
     bus = make_bus()
 
@@ -765,6 +808,9 @@ async def test_publish_and_subscribe_after_close_raise(make_bus: MakeBus) -> Non
         bus.consume("t.*", handler, name="c")
 
 
+@pytest.mark.in_process_only(
+    reason="`queued`/`outstanding` count local read-ahead, not the group's backlog"
+)
 async def test_stats_counts(make_bus: MakeBus) -> None:
     bus = make_bus()
     sub = bus.subscribe("t.*", name="s", ack_timeout=10, max_deliveries=2)
@@ -822,6 +868,7 @@ async def test_duplicate_message_ids_in_flight_together_are_each_settled(
     assert sub.acked == 2
 
 
+@pytest.mark.in_process_only(reason="no publisher backpressure: no publisher is ever blocked")
 @pytest.mark.parametrize("closing", ["subscription", "bus"])
 async def test_closing_releases_a_blocked_publisher(make_bus: MakeBus, closing: str) -> None:
     bus = make_bus()

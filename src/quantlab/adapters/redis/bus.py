@@ -49,7 +49,7 @@ from quantlab.bus import topics
 from quantlab.bus.base import DeadLetter, Envelope, Handler
 from quantlab.bus.consumer import run_consumer
 from quantlab.bus.metrics import LatencyRecorder
-from quantlab.core.errors import BusError
+from quantlab.core.errors import BusError, CodecError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ DEFAULT_MAXSIZE = 10_000
 DEFAULT_ACK_TIMEOUT = 30.0
 DEFAULT_MAX_DELIVERIES = 5
 DEFAULT_BATCH_SIZE = 500
+YIELD_EVERY = 256  # events handed out from what was read before `get` yields to the loop
 _FIELD = b"e"
 
 # (stream key, entry id, index of the event inside the entry)
@@ -77,6 +78,24 @@ class _Held:
     """An entry this consumer holds: the events of it not settled yet."""
 
     remaining: set[int] = field(default_factory=set)
+
+
+class _Decoded:
+    """The entry being handed out: its events as columns, envelopes made one by one (few
+    objects live at once: less garbage-collector work than an envelope per event up front)."""
+
+    __slots__ = ("entry_id", "ids", "payloads", "pos", "stream", "topic", "ts")
+
+    def __init__(self, stream: str, entry_id: str, topic: str, columns: codec.Columns) -> None:
+        self.stream = stream
+        self.entry_id = entry_id
+        self.topic = topic
+        self.ids, self.ts, self.payloads = columns
+        self.pos = 0
+
+    @property
+    def left(self) -> int:
+        return len(self.ids) - self.pos
 
 
 class RedisSubscription:
@@ -109,8 +128,16 @@ class RedisSubscription:
         self._streams: dict[str, str] = {}  # stream key -> topic, for every joined group
         self._known: set[str] = set()  # topics looked at (matching or not)
         self._ready: deque[tuple[Envelope, _Ref]] = deque()
+        # Entries read but not decoded yet (stream, id, fields, number of events): decoded one
+        # at a time into `_cur` as it runs dry, so few decoded events live at once (less GC).
+        self._unread: deque[tuple[str, str, dict[bytes, bytes], int]] = deque()
+        self._unread_events = 0
+        self._cur: _Decoded | None = None  # the entry being handed out (after `_ready`)
         self._redeliver: deque[tuple[Envelope, _Ref]] = deque()
         self._in_flight: dict[int, tuple[Envelope, _Ref, float]] = {}
+        # (deadline, seq) in hand-out order, so in deadline order; entries whose event has been
+        # settled or handed out again since are skipped (`_expire`)
+        self._deadlines: deque[tuple[float, int]] = deque()
         self._held: dict[tuple[str, str], _Held] = {}
         self._acking: set[tuple[str, str]] = set()  # settled, XACK not written yet
         self._seq = itertools.count(1)
@@ -121,6 +148,7 @@ class RedisSubscription:
         self._closed = False
         self._next_discover = 0.0
         self._next_claim = 0.0
+        self._fast = 0  # events handed out without awaiting (see `YIELD_EVERY`)
         self.delivered = 0
         self.acked = 0
         self.redelivered = 0
@@ -161,6 +189,7 @@ class RedisSubscription:
             if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
                 raise BusError(f"cannot create group {self.name!r} on {topic!r}: {result}")
             self._streams[bus.stream_key(topic)] = topic
+        self._changed.set()  # wakes a `get` waiting with no stream to read from
 
     async def _discover(self) -> None:
         bus = self._bus
@@ -176,24 +205,31 @@ class RedisSubscription:
     @property
     def queued(self) -> int:
         """Read from Redis by this consumer and not handed out yet (see the module doc)."""
-        return len(self._ready) + len(self._redeliver)
+        cur = self._cur
+        left = cur.left if cur is not None else 0
+        return len(self._ready) + len(self._redeliver) + self._unread_events + left
 
     # -- reading ----------------------------------------------------------------------------
+    def _undecodable(self, stream: str, entry_id: str, topic: str, exc: Exception) -> None:
+        """A corrupt entry can never be handled: dead-letter it."""
+        self._held.pop((stream, entry_id), None)
+        log.error("undecodable entry %s on %s: %s", entry_id, stream, exc)
+        letter = DeadLetter(
+            envelope=Envelope(id=entry_id, topic=topic, payload=None, ts_publish=0),
+            subscription=self.name,
+            reason=f"undecodable: {exc}",
+        )
+        self._bus._dead_letter(letter)
+        self._bus._queue_ack(stream, self, entry_id)
+
     def _add_entry(
         self, stream: str, entry_id: str, fields: dict[bytes, bytes]
     ) -> list[tuple[Envelope, _Ref]]:
         topic = self._streams.get(stream) or self._bus.topic_of(stream)
         try:
             events = codec.decode_events(fields[_FIELD])
-        except Exception as exc:  # a corrupt entry can never be handled: dead-letter it
-            log.error("undecodable entry %s on %s: %s", entry_id, stream, exc)
-            letter = DeadLetter(
-                envelope=Envelope(id=entry_id, topic=topic, payload=None, ts_publish=0),
-                subscription=self.name,
-                reason=f"undecodable: {exc}",
-            )
-            self._bus._dead_letter(letter)
-            self._bus._queue_ack(stream, self, entry_id)
+        except Exception as exc:
+            self._undecodable(stream, entry_id, topic, exc)
             return []
         self._held[(stream, entry_id)] = _Held(set(range(len(events))))
         out = []
@@ -206,8 +242,10 @@ class RedisSubscription:
 
     async def _read(self, block_ms: int | None) -> None:
         if not self._streams:
-            if block_ms:
-                await asyncio.sleep(block_ms / 1000)
+            if block_ms:  # until a stream is joined (`_join` sets `_changed`) or the time is up
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), block_ms / 1000)
             return
         bus = self._bus
         resp: Any = await bus._redis.xreadgroup(
@@ -219,8 +257,59 @@ class RedisSubscription:
         )
         for stream, entries in resp or []:
             key = _s(stream)
-            for entry_id, fields in entries:
-                self._ready.extend(self._add_entry(key, _s(entry_id), fields))
+            for entry_id_b, fields in entries:
+                entry_id = _s(entry_id_b)
+                try:
+                    n = codec.count_events(fields[_FIELD])
+                except Exception:  # corrupt: `_add_entry` dead-letters it
+                    self._ready.extend(self._add_entry(key, entry_id, fields))
+                    continue
+                # held from now on (refreshed by `_claim`, not taken over as someone else's)
+                self._held[(key, entry_id)] = _Held(set(range(n)))
+                self._unread.append((key, entry_id, fields, n))
+                self._unread_events += n
+
+    def _fill(self) -> bool:
+        """Whether an event read is ready to hand out (`_next`), decoding the next entry read
+        if the current one is done."""
+        if self._ready:
+            return True
+        cur = self._cur
+        while cur is None or cur.pos >= len(cur.ids):
+            if not self._unread:
+                self._cur = None
+                return False
+            stream, entry_id, fields, n = self._unread.popleft()
+            self._unread_events -= n
+            topic = self._streams.get(stream) or self._bus.topic_of(stream)
+            try:
+                cur = _Decoded(stream, entry_id, topic, codec.decode_columns(fields[_FIELD]))
+                if len(cur.ids) != n:
+                    raise CodecError(f"{len(cur.ids)} events, its header says {n}")
+            except Exception as exc:
+                self._undecodable(stream, entry_id, topic, exc)
+                cur = None
+            self._cur = cur
+        return True
+
+    def _next(self) -> tuple[Envelope, _Ref]:
+        """The next event read (`_fill` said there is one)."""
+        if self._ready:
+            return self._ready.popleft()
+        cur = self._cur
+        if cur is None:
+            raise BusError(f"subscription {self.name!r}: nothing read to hand out")
+        i = cur.pos
+        cur.pos = i + 1
+        ts = cur.ts
+        envelope = Envelope(
+            id=cur.ids[i],
+            topic=cur.topic,
+            payload=cur.payloads[i],
+            ts_publish=ts if isinstance(ts, int) else ts[i],
+            seq=next(self._seq),
+        )
+        return envelope, (cur.stream, cur.entry_id, i)
 
     async def _claim(self) -> None:
         """Refresh what we hold; take over entries other consumers left pending too long."""
@@ -270,23 +359,49 @@ class RedisSubscription:
 
     # -- handing out ------------------------------------------------------------------------
     def _expire(self, now: float) -> float | None:
-        next_deadline = None
-        for seq, (envelope, ref, deadline) in list(self._in_flight.items()):
-            if deadline <= now:
-                del self._in_flight[seq]
-                self._requeue(envelope, ref, f"not acknowledged within {self.ack_timeout}s")
-            elif next_deadline is None or deadline < next_deadline:
-                next_deadline = deadline
-        return next_deadline
+        """Requeue what is in flight past its deadline; the next deadline (None: nothing held).
+        Amortised O(1): only the front of `_deadlines` is looked at."""
+        deadlines = self._deadlines
+        in_flight = self._in_flight
+        while deadlines:
+            deadline, seq = deadlines[0]
+            held = in_flight.get(seq)
+            if held is None or held[2] != deadline:
+                deadlines.popleft()  # settled, or handed out again (a later entry is queued)
+                continue
+            if deadline > now:
+                return deadline
+            deadlines.popleft()
+            del in_flight[seq]
+            self._requeue(held[0], held[1], f"not acknowledged within {self.ack_timeout}s")
+        return None
 
     def _hand_out(self, item: tuple[Envelope, _Ref]) -> Envelope:
         envelope, ref = item
         envelope.deliveries += 1
-        self._in_flight[envelope.seq] = (envelope, ref, time.monotonic() + self.ack_timeout)
+        deadline = time.monotonic() + self.ack_timeout
+        self._in_flight[envelope.seq] = (envelope, ref, deadline)
+        self._deadlines.append((deadline, envelope.seq))
         self.delivered += 1
         return envelope
 
     async def get(self, timeout: float | None = None) -> Envelope | None:
+        # Fast path, the loop below in short when an event read is waiting, there is room and
+        # no deadline has passed (claims and discovery wait until nothing read is left, there
+        # too). Reads only happen once the setup has succeeded.
+        if (self._ready or self._cur or self._unread) and not self._redeliver and not self._closed:
+            deadlines = self._deadlines
+            if (
+                len(self._in_flight) < self.maxsize
+                and (not deadlines or deadlines[0][0] > time.monotonic())
+                and self._fill()
+            ):
+                self._fast += 1
+                if self._fast % YIELD_EVERY:
+                    return self._hand_out(self._next())
+                # A long backlog and handlers that never suspend would starve the other
+                # tasks (the acknowledgement flusher first): yield now and then.
+                await asyncio.sleep(0)
         give_up = None if timeout is None else time.monotonic() + timeout
         try:
             await self._ready_for_use()
@@ -299,8 +414,8 @@ class RedisSubscription:
                 if self._redeliver:
                     return self._hand_out(self._redeliver.popleft())
                 room = len(self._in_flight) < self.maxsize
-                if room and self._ready:
-                    return self._hand_out(self._ready.popleft())
+                if room and self._fill():
+                    return self._hand_out(self._next())
                 if now >= self._next_claim:
                     await self._claim()
                     if self._redeliver:
@@ -381,8 +496,12 @@ class RedisSubscription:
             return
         self._closed = True
         self._ready.clear()
+        self._unread.clear()
+        self._unread_events = 0
+        self._cur = None
         self._redeliver.clear()
         self._in_flight.clear()
+        self._deadlines.clear()
         self._held.clear()
         self._changed.set()
         if self._read_task is not None and not self._read_task.done():
@@ -577,21 +696,30 @@ class RedisStreamsBus:
         await self._before_publish(topic)
         if msg_ids is not None and len(msg_ids) != len(payloads):
             raise BusError(f"{len(msg_ids)} ids for {len(payloads)} payloads")
-        ids = list(msg_ids) if msg_ids is not None else [self._next_id() for _ in payloads]
+        if msg_ids is not None:
+            ids = list(msg_ids)
+        else:
+            prefix = self._id_prefix
+            ids = [f"{prefix}-{n}" for n in itertools.islice(self._seq, len(payloads))]
         if not payloads:
             return ids
-        ts = time.time_ns()
-        events = [(i, ts, p) for i, p in zip(ids, payloads, strict=True)]
-        await self._xadd(topic, events)
+        await self._xadd(topic, ids, time.time_ns(), payloads)
         self.published += len(payloads)
         return ids
 
-    async def _xadd(self, topic: str, events: list[codec.Event]) -> None:
+    async def _xadd(self, topic: str, ids: Sequence[str], ts: int, payloads: Sequence[Any]) -> None:
         stream = self.stream_key(topic)
+        size = self.batch_size
         chunks = [
-            codec.encode_events(events[i : i + self.batch_size])
-            for i in range(0, len(events), self.batch_size)
+            codec.encode_batch(ids[i : i + size], ts, payloads[i : i + size])
+            for i in range(0, len(payloads), size)
         ]
+        if len(chunks) == 1 and topic in self._registered:  # one command: no pipeline needed
+            entry_id = await self._redis.xadd(
+                stream, {_FIELD: chunks[0]}, maxlen=self.maxlen, approximate=self.maxlen is not None
+            )
+            self._last_ids[stream] = _s(entry_id)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             if topic not in self._registered:
                 pipe.sadd(self._registry_key, topic)

@@ -7,15 +7,33 @@ Every payload becomes a ``(kind, bytes)`` pair:
   as Polars IPC bytes (``frame.write_ipc(None)``, no pyarrow needed);
 - ``df``: a bare `polars.DataFrame` as IPC bytes;
 - ``dl``: a `DeadLetter` (its envelope's payload encoded recursively);
-- ``p``: plain data (str, bytes, int, float, bool, None, list, dict) as MessagePack.
+- ``p``: plain data (str, bytes, int, float, bool, None, list, dict) as MessagePack; any other
+  msgspec struct or dataclass (a stage's own record) travels as its fields and arrives as a
+  dict.
   Tuples come back as lists.
 
-Several events are stored in one stream entry (`encode_events` / `decode_events`).
+Several events are stored in one stream entry (`encode_events` / `decode_events`), in one of
+three layouts, told apart by the entry's first byte:
+
+- ``J`` + the number of events (4 bytes, big-endian) + JSON ``[ids, ts, messages]``: every
+  payload a typed message (the common case: a `publish_many` of trades, quotes, orders...).
+  One JSON encode and one typed decode for the whole entry, no per-event Python work; each
+  message is exactly what `encode` makes of it (``w``). ``ts`` is one integer when all the
+  events share their publish time, else a list;
+- ``P`` + the number of events (4 bytes) + MessagePack ``[ids, ts, payloads]``: every payload
+  plain data (``p``), embedded as is;
+- otherwise (a MessagePack array, first byte 0x90-0x9f/0xdc/0xdd): a list of
+  ``[id, ts, kind, bytes]`` rows, one `encode` per event (batches, frames, dead letters, mixes).
+
+`count_events` reads the number of events of an entry without decoding it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import itertools
+from collections.abc import Sequence
 from typing import Any, get_args
 
 import msgspec
@@ -30,6 +48,14 @@ _WIRE_TYPES: tuple[type, ...] = tuple(get_args(WireMessage))
 _PLAIN = (str, bytes, int, float, bool, type(None), list, dict, tuple)
 _mp_encoder = msgspec.msgpack.Encoder()
 _mp_decoder = msgspec.msgpack.Decoder()
+_json_encoder = msgspec.json.Encoder()  # what `to_json` uses
+# Entry layouts (see the module doc); a row list starts with a MessagePack array header.
+_JSON_TAG = b"J"
+_PLAIN_TAG = b"P"
+_WIRE_TYPE_SET: frozenset[Any] = frozenset(_WIRE_TYPES)
+_PLAIN_TYPE_SET: frozenset[Any] = frozenset(_PLAIN)
+_json_entry_decoder = msgspec.json.Decoder(tuple[list[str], int | list[int], list[WireMessage]])
+_plain_entry_decoder = msgspec.msgpack.Decoder(tuple[list[str], int | list[int], list[Any]])
 
 # One event inside a stream entry: (message id, publish time in ns, kind, encoded payload).
 Event = tuple[str, int, Any]
@@ -86,6 +112,10 @@ def encode(payload: Any) -> tuple[str, bytes]:
             return "dl", _mp_encoder.encode(fields)
         if isinstance(payload, _PLAIN):
             return "p", _mp_encoder.encode(payload)
+        if isinstance(payload, msgspec.Struct) or dataclasses.is_dataclass(payload):
+            # A stage's own record (a cost record, a PnL snapshot, a budget alert): its
+            # fields travel as plain data and arrive as a dict.
+            return "p", _mp_encoder.encode(msgspec.to_builtins(payload))
     except CodecError:
         raise
     except (msgspec.EncodeError, TypeError, ValueError, OverflowError) as exc:
@@ -142,19 +172,81 @@ def decode(kind: str, data: bytes) -> Any:
     raise CodecError(f"unknown bus payload kind {kind!r}")
 
 
+def _all_of(payloads: Sequence[Any], types: frozenset[Any]) -> bool:
+    return all(type(p) in types for p in payloads)
+
+
+def encode_batch(ids: Sequence[str], ts: int | Sequence[int], payloads: Sequence[Any]) -> bytes:
+    """Events ``(ids[i], ts or ts[i], payloads[i])`` as the bytes of one stream entry."""
+    n = len(payloads).to_bytes(4, "big")
+    if _all_of(payloads, _WIRE_TYPE_SET):
+        try:
+            return _JSON_TAG + n + _json_encoder.encode((ids, ts, payloads))
+        except (msgspec.EncodeError, TypeError, ValueError, OverflowError) as exc:
+            raise CodecError(f"cannot encode a typed message for the bus: {exc}") from exc
+    if _all_of(payloads, _PLAIN_TYPE_SET):
+        try:
+            return _PLAIN_TAG + n + _mp_encoder.encode((ids, ts, payloads))
+        except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
+            pass  # something inside cannot travel: `encode` names it
+    stamps = [ts] * len(ids) if isinstance(ts, int) else ts
+    return _mp_encoder.encode(
+        [(msg_id, t, *encode(p)) for msg_id, t, p in zip(ids, stamps, payloads, strict=True)]
+    )
+
+
 def encode_events(events: list[Event]) -> bytes:
     """Several ``(id, ts_publish, payload)`` events as the bytes of one stream entry."""
-    rows = []
-    for msg_id, ts, payload in events:
-        kind, data = encode(payload)
-        rows.append((msg_id, ts, kind, data))
-    return _mp_encoder.encode(rows)
+    ids = [e[0] for e in events]
+    stamps = [e[1] for e in events]
+    ts: int | list[int] = stamps[0] if stamps and stamps.count(stamps[0]) == len(stamps) else stamps
+    return encode_batch(ids, ts, [e[2] for e in events])
+
+
+Columns = tuple[list[str], int | list[int], list[Any]]
+
+
+def decode_columns(data: bytes) -> Columns:
+    """The events of one stream entry as columns ``(ids, ts, payloads)``: ``ts`` is one
+    publish time for all of them or a list. Raises `CodecError` on a corrupt entry."""
+    tag = data[:1]
+    try:
+        if tag in (_JSON_TAG, _PLAIN_TAG):
+            n = count_events(data)
+            decoder = _json_entry_decoder if tag == _JSON_TAG else _plain_entry_decoder
+            ids, ts, payloads = decoder.decode(memoryview(data)[5:])
+            if not len(ids) == len(payloads) == n or (not isinstance(ts, int) and len(ts) != n):
+                raise CodecError("corrupt bus entry: columns of different lengths")
+            return ids, ts, payloads
+        rows = _mp_decoder.decode(data)
+        return (
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [decode(kind, payload) for _, _, kind, payload in rows],
+        )
+    except CodecError:
+        raise
+    except Exception as exc:  # msgspec decode and validation errors, a message's own checks
+        raise CodecError(f"corrupt bus entry: {exc}") from exc
+
+
+def count_events(data: bytes) -> int:
+    """The number of events in an entry, from its header (nothing is decoded)."""
+    head = data[:5]
+    if head[:1] in (_JSON_TAG, _PLAIN_TAG) and len(head) == 5:
+        return int.from_bytes(head[1:5], "big")
+    first = head[0] if head else -1
+    if 0x90 <= first <= 0x9F:  # MessagePack fixarray
+        return first & 0x0F
+    if first == 0xDC and len(head) >= 3:  # array 16
+        return int.from_bytes(head[1:3], "big")
+    if first == 0xDD and len(head) == 5:  # array 32
+        return int.from_bytes(head[1:5], "big")
+    raise CodecError("corrupt bus entry: no event count")
 
 
 def decode_events(data: bytes) -> list[Event]:
     """The ``(id, ts_publish, payload)`` events of one stream entry."""
-    try:
-        rows = _mp_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise CodecError(f"corrupt bus entry: {exc}") from exc
-    return [(msg_id, ts, decode(kind, payload)) for msg_id, ts, kind, payload in rows]
+    ids, ts, payloads = decode_columns(data)
+    stamps = itertools.repeat(ts) if isinstance(ts, int) else ts
+    return list(zip(ids, stamps, payloads, strict=False))

@@ -333,3 +333,50 @@ def test_what_cannot_travel_is_refused() -> None:
         codec.decode("w", b'{"type": "Nope"}')
     with pytest.raises(CodecError, match="corrupt bus entry"):
         codec.decode_events(b"\xc1")
+
+
+# -- entry layouts (one JSON for typed messages, one MessagePack for plain data, rows) --------
+
+
+def test_an_entry_of_typed_messages_is_one_json_document() -> None:
+    messages = list(WIRE_MESSAGES.values())
+    events = [(f"m{i}", TS_NS, m) for i, m in enumerate(messages)]
+    data = codec.encode_events(events)
+    assert data[:1] == b"J"
+    assert codec.count_events(data) == len(messages)
+    back = codec.decode_events(data)
+    assert back == events
+    assert [type(p) for _, _, p in back] == [type(m) for m in messages]
+    # each message as `encode` writes it: tz offsets, Decimals and UUIDs survive as in JSON
+    for (_, _, got), want in zip(back, messages, strict=True):
+        assert codec.encode(got) == codec.encode(want)
+
+
+def test_entries_keep_each_events_publish_time() -> None:
+    typed = [("a", 1, make_quote()), ("b", 2, make_quote())]
+    plain = [("a", 1, {"x": 1}), ("b", 2, [1, 2])]
+    for events in (typed, plain):
+        assert codec.decode_events(codec.encode_events(events)) == events
+    ids, ts, payloads = codec.decode_columns(codec.encode_batch(["a", "b"], 7, [1, 2]))
+    assert (ids, ts, payloads) == (["a", "b"], 7, [1, 2])
+
+
+def test_every_layout_tells_its_event_count() -> None:
+    frame_events = [(f"f{i}", i, FRAME) for i in range(20)]  # rows: MessagePack array 16
+    for events in ([], [("a", 1, 1)], [("a", 1, make_order())], frame_events[:3], frame_events):
+        data = codec.encode_events(events)
+        assert codec.count_events(data) == len(events)
+        assert len(codec.decode_events(data)) == len(events)
+
+
+def test_corrupt_entries_of_each_layout_are_refused() -> None:
+    good = codec.encode_events([("a", 1, make_quote()), ("b", 1, make_quote())])
+    with pytest.raises(CodecError, match="no event count"):
+        codec.count_events(b"J\x00")
+    with pytest.raises(CodecError, match="corrupt bus entry"):
+        codec.decode_events(good[:-3])  # truncated JSON
+    with pytest.raises(CodecError, match="columns of different lengths"):
+        codec.decode_events(b"J\x00\x00\x00\x05" + good[5:])  # header says 5 events
+    bad_quote = good.replace(b'"bid":100.0', b'"bid":-1.0')
+    with pytest.raises(CodecError, match="corrupt bus entry"):
+        codec.decode_events(bad_quote)  # a message's own checks run on decode
