@@ -19,8 +19,15 @@ redis-server is started by the benchmark (`quantlab.testing.redis_server.RedisSe
     python benchmarks/bench_scale.py --quick                         # under a minute
     python benchmarks/bench_scale.py --out benchmarks/results/scale.txt   # ~1.5 minutes
 
-The last stdout line is one JSON object: ``throughput`` (this part) and ``latency`` (part 2,
-the data -> order latency of a three-process topology; None until it is added).
+Part 2: the end-to-end data -> order latency of the three-process topology. ``quantlab live
+--role execution``, ``--role strategy`` and ``--role ingest`` run as three processes on the
+same redis-server (synthetic source, EMA-crossover strategy, paper venue); the execution role
+times every submission from its order's timestamp (the market event that caused it) to the
+venue's answer, in a KLL sketch (`ExecutionEngine.data_to_order`). Reference, in the same run:
+the same configuration as one process on the in-process bus (``--role all``). Per-stage p95s
+of each role come from the run summaries.
+
+The last stdout line is one JSON object: ``throughput`` (part 1) and ``latency`` (part 2).
 """
 
 from __future__ import annotations
@@ -328,9 +335,101 @@ def measure_throughput(url: str, quick: bool, repeats: int, batch_size: int) -> 
 
 
 # -- part 2: end-to-end data -> order latency (three processes) ------------------------------
-def measure_latency(url: str, quick: bool) -> dict[str, Any] | None:
-    """Part 2 plugs in here: its figures go under ``latency`` in the JSON line."""
-    return None
+TARGET_P95_MS = 20.0  # data -> order p95 in the three-process topology
+LATENCY_CONFIG = """\
+[strategy]
+name = "ema_cross"
+id = "ema"
+[features]
+fast = 2
+slow = 5
+[[live.sources]]
+type = "synthetic"
+symbols = {symbols}
+rate = {rate}
+[risk]
+orders_per_s = 1000
+burst = 1000
+[live]
+monitor_every_s = 1.0
+[storage]
+lake_root = "{tmp}/lake"
+[bus]
+backend = "{backend}"
+url = "{url}"
+namespace = "{namespace}"
+"""
+STAGE_CONSUMERS = ("features", "strategies", "order_builder", "risk", "execution")
+
+
+def _run_topology(
+    url: str, roles: tuple[str, ...], *, symbols: int, rate: int, seconds: int
+) -> dict[str, Any]:
+    import tempfile
+
+    from quantlab.testing.dashboard import DashboardStack
+
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        stack = DashboardStack(Path(tmp))
+        try:
+            config = LATENCY_CONFIG.format(
+                symbols=symbols,
+                rate=rate,
+                tmp=Path(tmp).as_posix(),
+                backend="memory" if roles == ("all",) else "redis",
+                url=url,
+                namespace=f"bench-{uuid.uuid4().hex[:8]}",
+            )
+            procs = stack.roles(config, roles, duration=seconds + 60)
+            time.sleep(seconds)
+            for role in reversed(roles):  # sources first, execution last
+                procs[role].terminate()
+                if procs[role].wait(timeout=90) != 0:
+                    raise RuntimeError(f"role {role} failed:\n{stack.log(role)}")
+            summaries = {}
+            for path in Path(tmp, "runs").rglob("summary.json"):
+                summary = json.loads(path.read_text())
+                summaries[summary["role"]] = summary
+        finally:
+            stack.close()
+    execution = summaries["execution" if "execution" in summaries else "all"]
+    e2e = execution["execution"]["data_to_order"] or {}
+    stages = {}
+    for summary in summaries.values():
+        for name, figures in summary["latency"]["consumers"].items():
+            if name in STAGE_CONSUMERS:
+                stages[name] = {"p95_ms": round(figures["p95_ms"], 3), "count": figures["count"]}
+    ingest = summaries["ingest" if "ingest" in summaries else "all"]
+    return {
+        "processes": len(roles),
+        "events": ingest["events"],
+        "events_per_s": ingest["events_per_s"],
+        "orders_submitted": e2e.get("count", 0),
+        "fills": execution["fills"],
+        "data_to_order_ms": {k: round(e2e[k], 3) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")}
+        if e2e.get("count")
+        else None,
+        "stage_p95_ms": stages,
+        "dead_letters": sum(s["dead_letters"] for s in summaries.values()),
+    }
+
+
+def measure_latency(url: str, quick: bool) -> dict[str, Any]:
+    """Data -> order latency: three processes on Redis, and one process (the reference)."""
+    params = {"symbols": 20, "rate": 2_000, "seconds": 12 if quick else 45}
+    three = _run_topology(url, ("execution", "strategy", "ingest"), **params)
+    one = _run_topology(url, ("all",), **params)
+    p95 = (three["data_to_order_ms"] or {}).get("p95_ms")
+    ref = (one["data_to_order_ms"] or {}).get("p95_ms")
+    return {
+        "source": f"synthetic, {params['symbols']} symbols, {params['rate']:,} events/s, "
+        f"{params['seconds']} s",
+        "three_process_redis": three,
+        "one_process_reference": one,
+        "ratios": {"p95_three_vs_one": round(p95 / ref, 2) if p95 and ref else None},
+        "targets": {"data_to_order_p95_ms": TARGET_P95_MS},
+        "meets_target": p95 is not None and p95 < TARGET_P95_MS,
+    }
 
 
 def main() -> None:
@@ -371,6 +470,22 @@ def main() -> None:
         print(
             f"{label:36s} {r['events_per_s']:>12,} {r['median_events_per_s']:>12,} "
             f"{r['events']:>10,}",
+            file=buf,
+        )
+    lat = latency
+    print(
+        f"\n{'data -> order (ms)':36s} {'p50':>9s} {'p95':>9s} {'p99':>9s} {'orders':>8s}", file=buf
+    )
+    for key, label in (
+        ("three_process_redis", "three processes on Redis"),
+        ("one_process_reference", "one process (reference)"),
+    ):
+        r = lat[key]
+        ms = r["data_to_order_ms"] or {}
+        print(
+            f"{label:36s} {ms.get('p50_ms', float('nan')):>9.2f} "
+            f"{ms.get('p95_ms', float('nan')):>9.2f} {ms.get('p99_ms', float('nan')):>9.2f} "
+            f"{r['orders_submitted']:>8,}",
             file=buf,
         )
     print(json.dumps(result), file=buf)

@@ -126,6 +126,9 @@ class MarketBatch(msgspec.Struct, frozen=True, kw_only=True):
     ts_min: int
     ts_max: int
     source: str = ""
+    # Wall time (ns) its oldest row reached the ingest engine (0: unknown): where the
+    # end-to-end data -> order latency starts (`ExecutionEngine.data_to_order`).
+    ts_recv: int = 0
 
 
 class FeatureBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,6 +139,7 @@ class FeatureBatch(msgspec.Struct, frozen=True, kw_only=True):
     frame: pl.DataFrame
     seq: int
     ts_max: int
+    ts_recv: int = 0  # the `MarketBatch.ts_recv` it was computed from
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -156,6 +160,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     mid: float = 0.0
     spread: float = 0.0
+    ts_recv: int = 0  # wall ns the market data it decided on was received (0: unknown)
 
     def __post_init__(self) -> None:
         for name in ("strength", "confidence"):
@@ -201,6 +206,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     strategy_id: str
     signal_id: uuid.UUID
     timestamp: dt.datetime
+    ts_recv: int = 0  # the `Signal.ts_recv` it was built from (0: unknown)
 
     def __post_init__(self) -> None:
         # Quantity and price are *not* range-checked here: an order intent with a NaN, zero

@@ -104,6 +104,7 @@ class OrderBuilder:
             strategy_id=signal.strategy_id,
             signal_id=signal.signal_id,
             timestamp=signal.timestamp,
+            ts_recv=signal.ts_recv,
         )
 
     def seed(self, open_orders: list[Order], fills: list[Fill]) -> None:

@@ -93,8 +93,9 @@ class ExecutionEngine:
     outbox, outbox_every_s
         The transactional outbox (see the module doc) and how often its relay runs.
     data_to_order
-        Time each submission from its order's timestamp (the market event that caused it) to
-        the venue's answer, on the wall clock: the end-to-end data → order latency.
+        Time each submission from the moment the market data it was decided on reached the
+        ingest engine (`Order.ts_recv`, wall clock) to the venue's answer: the end-to-end
+        data → order latency.
     """
 
     name = "execution"
@@ -270,8 +271,8 @@ class ExecutionEngine:
             return
         crash_point("venue_acked")
         self.submitted += 1
-        if self.data_to_order is not None and self.clock is not None:
-            self.data_to_order.update((self.clock.now() - order.timestamp).total_seconds())
+        if self.data_to_order is not None and order.ts_recv:
+            self.data_to_order.update((time.time_ns() - order.ts_recv) / 1e9)
         if self.tracker.status(coid) is OrderStatus.PENDING_SUBMIT:
             await self.on_report(self._event(order, venue, OrderStatus.SUBMITTED))
         if self.halted:  # the halt came while the request was in flight

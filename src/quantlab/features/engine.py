@@ -58,6 +58,7 @@ class FeatureEngine:
                 frame=frame,
                 seq=batch.seq,
                 ts_max=batch.ts_max,
+                ts_recv=batch.ts_recv,
             ),
             msg_id=f"features-{batch.source}-{batch.kind.topic_name}-{batch.seq}",
         )

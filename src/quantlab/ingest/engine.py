@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -84,6 +85,10 @@ class IngestEngine:
         # by `_batchers`.
         self._raw: dict[tuple[str, EventType], Batcher] = {}
         self._batchers: dict[tuple[str, EventType], Batcher] = {}
+        # When the oldest row not yet published of each (source, kind) arrived (wall ns), on
+        # the wall clock only (replayed data has no arrival time that means anything).
+        self._stamp_received = not isinstance(clock, SimulatedClock)
+        self._received: dict[tuple[str, EventType], int] = {}
         self._news_seen: OrderedDict[str, None] = OrderedDict()
         self._news_window = news_window
         self._bus: Bus | None = None
@@ -169,6 +174,8 @@ class IngestEngine:
 
     async def _on_events(self, source: str, item: Events) -> None:
         key = (source, item.kind)
+        if self._stamp_received:  # the oldest row waiting for a batch arrived now, or before
+            self._received.setdefault(key, time.time_ns())
         if key not in self._checkers:
             self._checkers[key] = QualityChecker(
                 item.kind, self.quality, asset_class=self._asset.get(source, "crypto")
@@ -234,6 +241,9 @@ class IngestEngine:
             ts_min=int(ts.min()),  # type: ignore[arg-type]
             ts_max=int(ts.max()),  # type: ignore[arg-type]
             source=source,
+            ts_recv=(self._received.pop((source, kind), 0) or time.time_ns())
+            if self._stamp_received
+            else 0,
         )
         self._seq += 1
         self.batches += 1

@@ -166,20 +166,26 @@ class CostEngine:
         cols = [price, pl.col("timestamp").dt.epoch("ns").alias("ts")]
         if batch.kind is EventType.BAR:
             cols += [pl.col("close"), pl.col("volume")]
-        parts = frame.select("symbol", *cols).partition_by("symbol", as_dict=True)
+        # One query for the whole batch; per symbol only numpy slicing (no query per symbol).
+        valid = (pl.col("p").is_not_null() & pl.col("p").is_not_nan() & (pl.col("p") > 0)).alias(
+            "ok"
+        )
+        parts = (
+            frame.select("symbol", *cols).with_columns(valid).partition_by("symbol", as_dict=True)
+        )
         for (symbol,), part in parts.items():
             sym = str(symbol)
-            ok = part.filter(
-                pl.col("p").is_not_null() & pl.col("p").is_not_nan() & (pl.col("p") > 0)
-            )
-            if ok.height == 0:
+            ok = part["ok"].to_numpy()
+            if not ok.any():
                 continue
-            self._remember(sym, ok["ts"].to_numpy(), ok["p"].to_numpy())
+            ts = part["ts"].to_numpy()[ok]
+            prices = part["p"].to_numpy()[ok]
+            self._remember(sym, ts, prices)
             if self._waiting.get(sym):
                 self._waiting[sym] = [o for o in self._waiting[sym] if not self._arrive(o)]
             if batch.kind is EventType.BAR:
                 self._bar_stats(sym, part["close"].to_list(), part["volume"].to_list())
-            self._last[sym] = (int(ok["ts"][-1]), float(ok["p"][-1]))
+            self._last[sym] = (int(ts[-1]), float(prices[-1]))
 
     def _remember(self, symbol: str, ts: npt.NDArray[np.int64], prices: npt.NDArray[Any]) -> None:
         old = self._history.get(symbol)

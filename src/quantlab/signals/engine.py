@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import msgspec
+
 from quantlab.bus import topics
 from quantlab.bus.base import Bus, Envelope
 from quantlab.core.errors import BusError
@@ -52,7 +54,13 @@ class StrategyEngine:
         settle = getattr(self._bus, "settle", None) if self.settle else None
         for strategy in self.strategies:
             at = None
-            for signal in strategy.on_features(batch.frame, self.ctx):
+            for decided in strategy.on_features(batch.frame, self.ctx):
+                # The signal carries when its data was received (end-to-end latency).
+                signal = (
+                    msgspec.structs.replace(decided, ts_recv=batch.ts_recv)
+                    if batch.ts_recv and not decided.ts_recv
+                    else decided
+                )
                 if settle is not None and signal.timestamp != at:
                     await settle()
                     at = signal.timestamp

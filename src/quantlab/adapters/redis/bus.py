@@ -57,7 +57,7 @@ DEFAULT_MAXSIZE = 10_000
 DEFAULT_ACK_TIMEOUT = 30.0
 DEFAULT_MAX_DELIVERIES = 5
 DEFAULT_BATCH_SIZE = 500
-YIELD_EVERY = 256  # events handed out from what was read before `get` yields to the loop
+YIELD_AFTER_S = 0.002  # `get` hands out read events this long before it yields to the loop
 _FIELD = b"e"
 
 # (stream key, entry id, index of the event inside the entry)
@@ -148,7 +148,7 @@ class RedisSubscription:
         self._closed = False
         self._next_discover = 0.0
         self._next_claim = 0.0
-        self._fast = 0  # events handed out without awaiting (see `YIELD_EVERY`)
+        self._resumed = 0.0  # when `get` last resumed from an await (see `YIELD_AFTER_S`)
         self.delivered = 0
         self.acked = 0
         self.redelivered = 0
@@ -396,12 +396,14 @@ class RedisSubscription:
                 and (not deadlines or deadlines[0][0] > time.monotonic())
                 and self._fill()
             ):
-                self._fast += 1
-                if self._fast % YIELD_EVERY:
+                now = time.monotonic()
+                if now - self._resumed < YIELD_AFTER_S:
                     return self._hand_out(self._next())
-                # A long backlog and handlers that never suspend would starve the other
-                # tasks (the acknowledgement flusher first): yield now and then.
+                # A backlog and handlers that never suspend would starve the other tasks (the
+                # acknowledgement flusher, the order path's consumers): after YIELD_AFTER_S of
+                # handing out without a pause, let every other ready task run once.
                 await asyncio.sleep(0)
+                self._resumed = time.monotonic()
         give_up = None if timeout is None else time.monotonic() + timeout
         try:
             await self._ready_for_use()
@@ -438,6 +440,7 @@ class RedisSubscription:
                     self._changed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), wait)
+                self._resumed = time.monotonic()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closed and task is not None and not task.cancelling():
