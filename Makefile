@@ -68,11 +68,13 @@ lab: $(VENV)/.lab-deps $(KERNEL)
 live: $(VENV)/.run-deps
 	$(BIN)/quantlab live
 
-bench: $(VENV)/.test-deps
+bench: $(VENV)/.test-deps $(VENV)/.system-deps
 	$(PY) benchmarks/bench_ingest.py --quick
 	$(PY) benchmarks/bench_features.py --quick
 	$(PY) benchmarks/bench_signals.py --quick
 	$(PY) benchmarks/bench_execution.py --quick
+	$(PY) benchmarks/bench_dashboard.py --quick
+	$(PY) benchmarks/bench_scale.py --quick
 
 # Retrains the bundled models; same seed and data give the same bytes, so an unchanged model
 # keeps its version.
