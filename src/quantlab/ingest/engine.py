@@ -134,21 +134,26 @@ class IngestEngine:
             await self.flush()
 
     async def _flush_loop(self) -> None:
-        period = max(self.flush_ms / 2000.0, 0.0005)
+        # A fifth of the flush time: a row waits at most ~1.2 x flush_ms for its batch.
+        period = max(self.flush_ms / 5000.0, 0.0005)
         while True:
             await asyncio.sleep(period)
             await self.flush(due_only=True)
 
     async def flush(self, *, due_only: bool = False) -> None:
         """Check what the raw batchers gathered, then publish what the batchers hold
-        (with `due_only`, only those whose oldest row waited `flush_ms`)."""
+        (with `due_only`, only those whose oldest row waited `flush_ms`). Rows that waited
+        their time in a raw batcher are published at once: they do not wait a second
+        `flush_ms` in the batcher after the checks."""
+        waited: set[tuple[str, EventType]] = set()
         for key, raw in list(self._raw.items()):
             if not due_only or raw.due():
                 pending = raw.flush()
                 if pending is not None:
                     await self._check(key, pending)
+                    waited.add(key)
         for (source, kind), batcher in list(self._batchers.items()):
-            if not due_only or batcher.due():
+            if not due_only or batcher.due() or (source, kind) in waited:
                 rest = batcher.flush()
                 if rest is not None:
                     await self._publish(source, kind, rest)
