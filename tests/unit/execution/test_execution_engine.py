@@ -22,6 +22,7 @@ from quantlab.core.enums import (
     Side,
     TimeInForce,
 )
+from quantlab.core.errors import BusError
 from quantlab.core.messages import BreakerEvent, Fill, Order, OrderEvent
 from quantlab.execution import (
     ExecutionEngine,
@@ -34,6 +35,7 @@ from quantlab.execution import (
 )
 from quantlab.execution.ports import Venue
 from quantlab.storage.sql.engine import make_engine, upgrade
+from quantlab.storage.sql.outbox import SqlOutbox
 from quantlab.storage.sql.store import SqlOrderStore
 
 S = OrderStatus
@@ -464,3 +466,41 @@ async def test_an_order_open_at_the_venue_but_closed_in_our_book_halts(book: str
     assert second.halts
     assert "closed in our book" in second.halts[0][1]
     await second.close()
+
+
+async def test_an_event_whose_publish_failed_stays_in_the_outbox_until_the_relay(
+    book: str,
+) -> None:
+    """The bus is unreachable for a moment: the committed event is not lost, the relay
+    publishes it (under the same message id) once the bus answers again."""
+    h = Harness(book, ScriptedVenue(), not_found_grace_s=0.2)
+    outbox = SqlOutbox(h.sql)
+    h.engine.outbox = outbox
+    await h.start()
+    try:
+        publish = h.bus.publish
+        failing = {"orders.accepted"}
+
+        async def flaky(topic: str, payload: object, *, msg_id: str | None = None) -> str:
+            if topic in failing:
+                raise BusError("redis: connection refused")
+            return await publish(topic, payload, msg_id=msg_id)
+
+        h.bus.publish = flaky  # type: ignore[method-assign]
+        order = make_order(7)
+        await h.engine.submit(order)
+        await h.bus.drain(timeout=5)
+        assert h.status(order) is S.ACCEPTED  # the book moved on
+        assert "orders.accepted" not in h.published  # the event did not go out
+        assert outbox.counts()["pending"] == 1
+        assert h.engine.publish_errors == 1
+
+        failing.clear()  # the bus is back
+        assert await h.engine.relay() == 1
+        await h.bus.drain(timeout=5)
+        accepted = h.published["orders.accepted"]
+        assert [e.client_order_id for e in accepted] == [order.client_order_id]  # type: ignore[attr-defined]
+        assert outbox.counts() == {"pending": 0, "published": 1}
+        assert await h.engine.relay() == 0
+    finally:
+        await h.close()
