@@ -100,6 +100,15 @@ def test_live_for_a_duration_prints_a_summary_and_fills_the_lake(tmp_path: Path)
     assert not (tmp_path / "cold").exists() or not any((tmp_path / "cold").rglob("*.parquet"))
 
 
+def test_a_role_needs_the_redis_bus_and_a_known_name(tmp_path: Path) -> None:
+    done = run(tmp_path, "live", "--role", "strategy", "--duration", "1", "-q")
+    assert done.returncode == 2
+    assert "bus.backend = 'redis'" in done.stderr
+    done = run(tmp_path, "live", "--role", "risk", "--duration", "1", "-q")
+    assert done.returncode == 2
+    assert "unknown role 'risk'" in done.stderr
+
+
 def test_live_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"

@@ -46,6 +46,10 @@ def test_file_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.Monkey
         ("[ingest]\nbatchsize = 10\n", "ingest.batchsize", "Extra inputs"),
         ("[nonsense]\nx = 1\n", "nonsense", "Extra inputs"),
         ("[execution]\ntime_in_force = 'fok'\n", "execution.time_in_force", "'fok'"),
+        ("[bus]\nbackend = 'kafka'\n", "bus.backend", "'kafka'"),
+        ("[bus]\nurl = 'redis://:pw@10.0.0.5:6379/0'\n", "bus.url", "QUANTLAB_REDIS_PASSWORD"),
+        ("[bus]\nurl = 'http://10.0.0.5'\n", "bus.url", "rediss?://"),
+        ("[runs]\ndask_scheduler = '10.0.0.5:8786'\n", "runs.dask_scheduler", "tcp"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str, words: str) -> None:
