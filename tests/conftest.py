@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from quantlab.testing.chroma_server import ChromaServer
+from quantlab.testing.dashboard import DashboardStack
 from quantlab.testing.postgres_server import PostgresServer
 from quantlab.testing.redis_server import RedisServer, redis_server_binary
 
@@ -60,3 +61,13 @@ def chroma_server() -> Iterator[ChromaServer]:
     """A throwaway ``chroma run`` server on 127.0.0.1 (one per test worker), stopped at the end."""
     with ChromaServer() as server:
         yield server
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[DashboardStack]:
+    """Engine (one process or one per role) and dashboard subprocesses, always stopped."""
+    s = DashboardStack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()

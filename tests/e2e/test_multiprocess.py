@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,15 +50,6 @@ ack_timeout_s = 5
 db_url = "{db_url}"
 lake_root = "{tmp}/lake"
 """
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[DashboardStack]:
-    s = DashboardStack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def wait_for(what: str, check: Any, stack: DashboardStack, timeout: float = 60) -> Any:

@@ -12,15 +12,6 @@ from quantlab.testing.dashboard import CHROMIUM, CHROMIUM_ARGS, DashboardStack
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[DashboardStack]:
-    s = DashboardStack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
 def auth_stack(tmp_path: Path) -> Iterator[DashboardStack]:
     s = DashboardStack(
         tmp_path,

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from quantlab.testing.dashboard import LIVE_TOML, REDIS_BUS_TOML
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,30 +164,14 @@ def test_dashboard_says_when_the_engine_is_not_running(stack: Any, chromium: Any
         context.close()
 
 
-MULTI_PROCESS = """\
-[strategy]
-name = "ema_cross"
-id = "ema"
-[features]
-fast = 3
-slow = 8
-[[live.sources]]
-type = "synthetic"
-symbols = 5
-rate = 500
-[bus]
-backend = "redis"
-url = "{url}"
-namespace = "{namespace}"
-"""
-
-
 def test_dashboard_follows_a_multi_process_engine(
     stack: Any, chromium: Any, redis_server: Any
 ) -> None:
     """Ingest, strategy and execution in three processes on Redis: the dashboard (reading the
     execution role's snapshot) shows all three, their events, and fills as they arrive."""
-    config = MULTI_PROCESS.format(url=redis_server.url, namespace=f"ui-{os.getpid()}")
+    config = LIVE_TOML.format(symbols=5, rate=500) + REDIS_BUS_TOML.format(
+        url=redis_server.url, namespace=f"ui-{os.getpid()}"
+    )
     stack.roles(config, ("execution", "strategy", "ingest"), duration=120)
     base = stack.dashboard()
     stack.wait_snapshot()

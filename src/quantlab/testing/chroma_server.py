@@ -16,9 +16,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from quantlab.testing.net import free_port
+from quantlab.testing.services import LocalServer, stop_process
 
 
 def chroma_binary() -> Path | None:
@@ -36,7 +36,7 @@ def heartbeat(url: str) -> bool:
         return False
 
 
-class ChromaServer:
+class ChromaServer(LocalServer):
     """Start ``chroma run`` on 127.0.0.1 and a free port; `stop` (or leaving ``with``) ends it."""
 
     def __init__(self, *, port: int | None = None) -> None:
@@ -79,25 +79,8 @@ class ChromaServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait(15)
+            stop_process(self._proc, 15)
             self._proc = None
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
-
-    def __enter__(self) -> ChromaServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

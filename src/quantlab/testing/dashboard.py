@@ -39,6 +39,15 @@ rate = {rate}
 """
 
 
+# Appended to a configuration: the Redis bus, for a multi-process engine (`roles`).
+REDIS_BUS_TOML = """\
+[bus]
+backend = "redis"
+url = "{url}"
+namespace = "{namespace}"
+"""
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Terminate, wait, kill: never leave a subprocess behind."""
     if proc.poll() is None:

@@ -19,10 +19,10 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from types import TracebackType
 
 from quantlab.core.errors import QuantlabError
 from quantlab.testing.net import free_port
+from quantlab.testing.services import LocalServer
 
 USER = "quant"
 
@@ -39,7 +39,7 @@ def _bin(name: str) -> str:
     return found
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """A scratch PostgreSQL cluster; use it as a context manager."""
 
     def __init__(self) -> None:
@@ -99,14 +99,3 @@ class PostgresServer:
             finally:
                 self._started = False
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

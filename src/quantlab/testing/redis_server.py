@@ -14,9 +14,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from quantlab.testing.net import free_port
+from quantlab.testing.services import LocalServer, stop_process
 
 
 def redis_server_binary() -> str | None:
@@ -33,7 +33,7 @@ def _ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """Start ``redis-server`` on 127.0.0.1 and a free port; `stop` (or leaving ``with``) ends it."""
 
     def __init__(self, *, port: int | None = None, binary: str | None = None) -> None:
@@ -85,25 +85,8 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait(5)
+            stop_process(self._proc, 5)
             self._proc = None
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

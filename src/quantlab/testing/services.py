@@ -12,9 +12,44 @@ import argparse
 import contextlib
 import os
 import signal
+import subprocess
 import time
+from types import TracebackType
+from typing import Self
 
 PREFIXES = ("/ql-redis-", "/ql-pg-", "/ql-chroma-")
+
+
+class LocalServer:
+    """What the throwaway servers share: ``with server:`` starts it and always stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM a server's process, wait, SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
 
 
 def leftovers() -> list[tuple[int, str]]:

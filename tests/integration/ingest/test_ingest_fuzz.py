@@ -21,6 +21,7 @@ from quantlab.ingest import IngestEngine
 from quantlab.ingest.items import MAX_FRAME_BYTES
 from quantlab.ingest.quality import QualityConfig
 from quantlab.ingest.wire import WireParser, WireQuote, WireTrade, encode_json, encode_msgpack
+from quantlab.testing.sources import NoSource
 
 N_MESSAGES = 100_000
 BAD_SHARE = 0.05
@@ -40,17 +41,6 @@ BAD_KINDS = [
     "stale_timestamp",
     "unknown_symbol",
 ]
-
-
-class _NoSource:
-    name = "fuzz"
-    asset_class = "crypto"
-    total_rows = None
-
-    async def stream(self):  # type: ignore[no-untyped-def]
-        """Nothing: the run feeds `IngestEngine.on_item` directly."""
-        for item in ():
-            yield item
 
 
 def _good(i: int, rng: random.Random) -> WireQuote | WireTrade:
@@ -123,7 +113,7 @@ async def test_fuzzed_stream_rejects_exactly_the_bad_and_delivers_the_good_once(
 
     bus.consume(topics.ALL_MARKET_DATA, collect, name="collect")
     engine = IngestEngine(
-        [_NoSource()],  # type: ignore[list-item]
+        [NoSource("fuzz")],
         clock=clock,
         quality=QualityConfig(max_future_s=5.0, max_age_s=24 * 3600.0),
     )

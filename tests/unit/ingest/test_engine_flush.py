@@ -20,17 +20,7 @@ from quantlab.core.schemas import QUOTE_SCHEMA
 from quantlab.ingest import IngestEngine
 from quantlab.ingest.items import Events
 from quantlab.ingest.quality import QualityConfig
-
-
-class _NoSource:
-    name = "test"
-    asset_class = "crypto"
-    total_rows = None
-
-    async def stream(self):  # type: ignore[no-untyped-def]
-        """Nothing: the test feeds `IngestEngine.on_item` directly."""
-        for item in ():
-            yield item
+from quantlab.testing.sources import NoSource
 
 
 def quotes(n: int, at: dt.datetime) -> Events:
@@ -57,7 +47,7 @@ async def engine_on(clock: Clock) -> tuple[IngestEngine, list[MarketBatch], InPr
 
     bus.consume("market.data.quote", collect, name="collect")
     engine = IngestEngine(
-        [_NoSource()],  # type: ignore[list-item]
+        [NoSource("test")],
         clock=clock,
         batch_size=1000,
         flush_ms=5.0,
