@@ -4,6 +4,7 @@ arrival price is the first price the venue could trade at (checked on the real b
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from quantlab.adapters.sim.data import bundled_dir
 from quantlab.config import load_settings
 from quantlab.engine import Node
+from quantlab.testing.postgres_server import PostgresServer
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +25,26 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Node:
     )
     node.run()
     return node
+
+
+@pytest.fixture(scope="module")
+def pg_run(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Node]:
+    """The same backtest with its book and ledger on PostgreSQL (`storage.db_url` alone)."""
+    node = Node(
+        load_settings(
+            data={"symbols": ["ETH/BTC", "LTC/BTC"]}, storage={"db_url": postgres.database()}
+        ),
+        run_dir=tmp_path_factory.mktemp("costs-pg"),
+    )
+    node.run()
+    yield node
+    node.store.engine.dispose()  # the connections the tests opened to read the book back
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_run(request: pytest.FixtureRequest) -> Node:
+    run: Node = request.getfixturevalue("run" if request.param == "sqlite" else "pg_run")
+    return run
 
 
 def test_every_fill_is_attributed_and_the_parts_add_up(run: Node) -> None:
@@ -100,9 +122,10 @@ def test_the_ledger_balances_and_reconciles_with_cash_positions_and_fees(run: No
     assert abs(fees - settlement.pnl()["BTC"]["fees"]) < tiny
 
 
-def test_ledger_costs_and_snapshots_are_kept_in_sql_and_read_back_exactly(run: Node) -> None:
+def test_ledger_costs_and_snapshots_are_kept_in_sql_and_read_back_exactly(any_run: Node) -> None:
     from quantlab.portfolio.ledger import Ledger
 
+    run = any_run
     store = run.portfolio_store
     assert store is not None
     entries = store.entries()
