@@ -216,3 +216,36 @@ def test_sweep_on_a_cluster_given_by_address(tmp_path: Path, given_by: str) -> N
         assert cluster.scheduler.transition_counter > 0
     assert result.ok
     assert [r["metrics"]["fills"] for r in result.runs] == [5, 6]
+
+
+@pytest.mark.slow
+def test_per_symbol_backtests_of_the_production_notebook_on_a_cluster_by_configuration(
+    tmp_path: Path,
+) -> None:
+    """``runs.dask_scheduler`` alone sends one production backtest per symbol to a cluster."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
+    ) as cluster:
+        settings = load_settings(
+            storage={"runs_dir": str(tmp_path / "runs")},
+            runs={"dask_scheduler": cluster.scheduler_address},
+        )
+        result = sweep(
+            {"symbols": ["ETH/BTC", "LTC/BTC"]},
+            settings=settings,
+            notebook=Path(__file__).resolve().parents[3] / settings.runs.notebook,
+            progress=False,
+        )
+        assert cluster.scheduler.transition_counter > 0  # the runs were this cluster's tasks
+    assert result.ok, [r.get("error") for r in result.runs]
+    assert [r["parameters"]["symbols"] for r in result.runs] == ["ETH/BTC", "LTC/BTC"]
+    for r in result.runs:
+        summary = json.loads((Path(r["output_dir"]) / "summary.json").read_text())
+        assert summary["symbols"] == 1
+        assert summary["fills"] > 0
