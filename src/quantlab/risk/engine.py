@@ -329,17 +329,21 @@ class RiskEngine:
         batch = envelope.payload
         if not isinstance(batch, MarketBatch) or batch.frame.height == 0:
             return
+        # Batches are small and frequent (a flush every few ms), so the columns are taken
+        # once as numpy and the rest is numpy and dict look-ups: no DataFrame-level or
+        # lazy-engine call, each of which costs a fixed 20-500 us whatever the batch size.
         frame = batch.frame
-        if batch.kind is EventType.QUOTE:
-            prices = ((frame["bid"] + frame["ask"]) / 2.0).cast(pl.Float64).to_numpy()
-        else:
-            prices = frame[PRICE_COLUMN[batch.kind]].cast(pl.Float64).to_numpy()
-        ts = frame["timestamp"].dt.epoch("ns").to_numpy()
+        prices = _prices(batch.kind, frame)
+        ts = _epoch_ns(frame.get_column("timestamp"))
         window = self.var.window
-        symbols = frame["symbol"]
-        known = len(window.symbols)
-        mapping = {s: window.column(s) for s in symbols.unique().to_list()}
-        cols = symbols.replace_strict(mapping, return_dtype=pl.Int64).to_numpy()
+        known = window.n
+        symbols = frame.get_column("symbol").to_list()
+        distinct = dict.fromkeys(symbols)  # the batch's few symbols
+        if len(distinct) == 1:
+            cols = np.full(len(symbols), window.column(symbols[0]), np.int64)
+        else:
+            mapping = {s: window.column(s) for s in distinct}
+            cols = np.fromiter(map(mapping.__getitem__, symbols), np.int64, len(symbols))
         valid = np.isfinite(prices) & (prices > 0)
         if not valid.all():
             cols, ts, prices = cols[valid], ts[valid], prices[valid]
@@ -347,19 +351,18 @@ class RiskEngine:
                 return
         # The newest row per symbol sets its mark and last-seen time (rows are time-ordered
         # per symbol; older data than already seen never moves a mark back).
-        by_col = np.argsort(cols, kind="stable")
-        sorted_cols = cols[by_col]
-        starts = np.flatnonzero(np.diff(sorted_cols)) + 1
-        ends = np.append(starts, sorted_cols.size)
         names = window.symbols
-        for start, end in zip(np.insert(starts, 0, 0).tolist(), ends.tolist(), strict=True):
-            rows = by_col[start:end]
-            symbol = names[sorted_cols[start]]
-            t = int(ts[rows[-1]])
-            if t >= self.last_ts.get(symbol, t):
-                self.last_ts[symbol] = t
-                self.marks[symbol] = float(prices[rows[-1]])
-                self._recent[symbol] = (ts[rows], prices[rows])
+        if cols[0] == cols[-1] and (cols == cols[0]).all():  # one symbol
+            self._set_mark(names[int(cols[0])], ts, prices)
+        else:
+            by_col = np.argsort(cols, kind="stable")
+            sorted_cols = cols[by_col]
+            sorted_ts, sorted_prices = ts[by_col], prices[by_col]
+            bounds = (np.flatnonzero(sorted_cols[1:] != sorted_cols[:-1]) + 1).tolist()
+            starts = [0, *bounds]
+            ends = [*bounds, sorted_cols.size]
+            for col, start, end in zip(sorted_cols[starts].tolist(), starts, ends, strict=True):
+                self._set_mark(names[col], sorted_ts[start:end], sorted_prices[start:end])
         for symbol in names[known:]:  # new columns: VaR learns what is already held
             self._sync_var(symbol)
         window.update(cols, ts, prices)
@@ -367,6 +370,15 @@ class RiskEngine:
         if self.equity.holds:
             equity = self.equity.equity(self.marks)
             await self._publish(self.breaker.on_equity(equity, self.clock.now_ns()))
+
+    def _set_mark(self, symbol: str, ts: np.ndarray, prices: np.ndarray) -> None:
+        """One symbol's rows of a batch (time-ordered): its mark, last time and recent rows,
+        unless its newest row is older than what was already seen."""
+        t = int(ts[-1])
+        if t >= self.last_ts.get(symbol, t):
+            self.last_ts[symbol] = t
+            self.marks[symbol] = float(prices[-1])
+            self._recent[symbol] = (ts, prices)
 
     def mark_at(self, symbol: str, when: dt.datetime) -> float:
         """The symbol's price as of `when` if the newest batch covers it, else its newest.
@@ -458,3 +470,22 @@ class RiskEngine:
             "cash": float(self.equity.cash),
             "throttle": self.throttle.stats() if self.throttle is not None else None,
         }
+
+
+def _prices(kind: EventType, frame: pl.DataFrame) -> np.ndarray:
+    """The batch's mark per row as float64 (a quote's mid): NaN where one is missing."""
+    if kind is EventType.QUOTE:
+        bid, ask = frame.get_column("bid"), frame.get_column("ask")
+        if bid.dtype == pl.Float64 and ask.dtype == pl.Float64:  # the schema's: numpy
+            mid: np.ndarray = (bid.to_numpy() + ask.to_numpy()) / 2.0
+            return mid
+        return ((bid + ask) / 2.0).cast(pl.Float64).to_numpy()
+    return frame.get_column(PRICE_COLUMN[kind]).cast(pl.Float64).to_numpy()
+
+
+def _epoch_ns(timestamps: pl.Series) -> np.ndarray:
+    """Event times as int64 ns since the epoch."""
+    dtype = timestamps.dtype
+    if isinstance(dtype, pl.Datetime) and dtype.time_unit == "ns" and not timestamps.null_count():
+        return timestamps.cast(pl.Int64).to_numpy()  # the physical value: no compute
+    return timestamps.dt.epoch("ns").to_numpy()

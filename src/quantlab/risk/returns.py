@@ -77,6 +77,8 @@ class ReturnWindow:
             return 0
         n = self.n
         bucket = ts_ns // self.interval_ns
+        if self._cur_bucket is not None and bucket.max() <= self._cur_bucket:
+            return self._within(cols, bucket, prices)
         if self._cur_bucket is not None:
             keep = bucket >= self._cur_bucket
             if not keep.all():
@@ -106,6 +108,24 @@ class ReturnWindow:
         self._cur[:n] = states[-1]
         self._cur_bucket = int(buckets[-1])
         return self._close(closed)
+
+    def _within(self, cols: np.ndarray, bucket: np.ndarray, prices: np.ndarray) -> int:
+        """`update` for a batch that closes no interval (the common case: small, frequent
+        batches): each symbol's last price in the interval being filled becomes its current
+        one (a NaN one keeps the current), older rows are ignored. No row is added."""
+        cur_bucket = self._cur_bucket
+        if bucket.min() < cur_bucket:
+            keep = bucket == cur_bucket
+            cols, prices = cols[keep], prices[keep]
+            if cols.size == 0:
+                return 0
+        if cols.size > 1:  # the last row of each symbol
+            _, last = np.unique(cols[::-1], return_index=True)
+            idx = cols.size - 1 - last
+            cols, prices = cols[idx], prices[idx]
+        have = ~np.isnan(prices)
+        self._cur[cols[have]] = prices[have]
+        return 0
 
     def _close(self, snapshots: np.ndarray) -> int:
         if snapshots.shape[0] == 0:
