@@ -49,6 +49,93 @@ def _ns(order: Order) -> int:
     return datetime_to_ns(order.timestamp)
 
 
+def _non_decreasing(ts: npt.NDArray[Any]) -> bool:
+    return len(ts) < 2 or bool((ts[1:] >= ts[:-1]).all())
+
+
+def _epoch_ns(
+    timestamps: pl.Series,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64] | None]:
+    """The timestamps as int64 ns since the epoch, and with nulls (rare) also as floats with
+    NaN for the nulls (what Polars' ``to_numpy`` gives), else None."""
+    if isinstance(timestamps.dtype, pl.Datetime) and not timestamps.has_nulls():
+        return timestamps.to_numpy().astype("datetime64[ns]", copy=False).view(np.int64), None
+    epoch = timestamps.dt.epoch("ns")
+    if not epoch.has_nulls():
+        return epoch.to_numpy(), None
+    return epoch.fill_null(0).to_numpy(), epoch.to_numpy()
+
+
+def _by_symbol(symbols: list[Any]) -> list[tuple[Any, npt.NDArray[np.intp]]]:
+    """The rows of each symbol (in order), the symbols in order of first appearance."""
+    n = len(symbols)
+    first = dict.fromkeys(symbols)
+    if len(first) == 1:
+        return [(symbols[0], np.arange(n))]
+    code = {s: k for k, s in enumerate(first)}
+    inverse = np.fromiter(map(code.__getitem__, symbols), np.intp, n)
+    order = np.argsort(inverse, kind="stable")
+    ends = np.cumsum(np.bincount(inverse, minlength=len(code))).tolist()
+    starts = [0, *ends[:-1]]
+    return [(s, order[i:j]) for s, i, j in zip(first, starts, ends, strict=True)]
+
+
+class _Recent:
+    """A symbol's recent market data (ts ns, prices), oldest first: after each batch, the
+    last `_HISTORY` rows it held before and then the batch's rows (sorted by time if that
+    breaks the order). Kept in arrays with spare room at the end, where a batch is written in
+    place: a copy only when the room runs out, not one of the whole history per batch."""
+
+    __slots__ = ("_prices", "_ts", "end", "ordered", "start")
+
+    def __init__(self, ts: npt.NDArray[Any], prices: npt.NDArray[Any]) -> None:
+        self._ts, self._prices = ts, prices
+        self.start, self.end = 0, len(ts)
+        self.ordered = False  # known to be in time order (not checked yet)
+
+    @property
+    def ts(self) -> npt.NDArray[Any]:
+        return self._ts[self.start : self.end]
+
+    @property
+    def prices(self) -> npt.NDArray[Any]:
+        return self._prices[self.start : self.end]
+
+    def add(self, ts: npt.NDArray[Any], prices: npt.NDArray[Any]) -> None:
+        start, end, n = max(self.start, self.end - _HISTORY), self.end, len(ts)
+        # In order iff the kept part is (it is when the whole history is), it ends before
+        # the batch starts and the batch is.
+        ordered = (
+            (self.ordered or _non_decreasing(self._ts[start:end]))
+            and bool(self._ts[end - 1] <= ts[0])
+            and _non_decreasing(ts)
+        )
+        if (
+            ordered
+            and end + n <= len(self._ts)
+            and ts.dtype == self._ts.dtype  # else a copy, in the dtype both fit in
+            and prices.dtype == self._prices.dtype
+        ):
+            self._ts[end : end + n] = ts
+            self._prices[end : end + n] = prices
+            self.start, self.end, self.ordered = start, end + n, True
+            return
+        all_ts = np.concatenate([self._ts[start:end], ts])
+        all_prices = np.concatenate([self._prices[start:end], prices])
+        if not ordered:  # kinds interleave
+            order = np.argsort(all_ts, kind="stable")
+            all_ts, all_prices = all_ts[order], all_prices[order]
+        room = max(1024, 2 * n)
+        self._ts, self._prices = _with_room(all_ts, room), _with_room(all_prices, room)
+        self.start, self.end, self.ordered = 0, len(all_ts), ordered
+
+
+def _with_room(values: npt.NDArray[Any], room: int) -> npt.NDArray[Any]:
+    out = np.empty(len(values) + room, values.dtype)
+    out[: len(values)] = values
+    return out
+
+
 class CostRecord(msgspec.Struct, frozen=True, kw_only=True):
     """The cost of one fill, in its symbol's quote currency (see the module doc)."""
 
@@ -107,7 +194,7 @@ class CostEngine:
         self._last_close: dict[str, float] = {}
         self._recorded: set[str] = set()
         # symbol -> (ts ns, price) of its recent market data, for orders made in the past
-        self._history: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[Any]]] = {}
+        self._history: dict[str, _Recent] = {}
         self.unattributed = 0
         self._bus: Bus | None = None
 
@@ -145,7 +232,7 @@ class CostEngine:
         history = self._history.get(order.symbol)
         if history is None:
             return False
-        ts, prices = history
+        ts, prices = history.ts, history.prices
         i = int(np.searchsorted(ts, _ns(order), side="right"))
         if i == len(ts):
             return False
@@ -157,45 +244,45 @@ class CostEngine:
         frame = batch.frame
         if frame.height == 0:
             return
+        # A batch is often a few rows: the columns once as numpy (Series calls, a few µs),
+        # no DataFrame query (each runs the lazy engine, a fixed ~100 µs or more).
         if batch.kind is EventType.QUOTE:
-            price = ((pl.col("bid") + pl.col("ask")) / 2).alias("p")
+            p = (frame["bid"].to_numpy() + frame["ask"].to_numpy()) / 2
         elif batch.kind is EventType.TRADE:
-            price = pl.col("price").alias("p")
+            p = frame["price"].to_numpy()
         else:
-            price = pl.col("open").alias("p")  # a bar: the first price the venue could trade
-        cols = [price, pl.col("timestamp").dt.epoch("ns").alias("ts")]
-        if batch.kind is EventType.BAR:
-            cols += [pl.col("close"), pl.col("volume")]
-        # One query for the whole batch; per symbol only numpy slicing (no query per symbol).
-        valid = (pl.col("p").is_not_null() & pl.col("p").is_not_nan() & (pl.col("p") > 0)).alias(
-            "ok"
-        )
-        parts = (
-            frame.select("symbol", *cols).with_columns(valid).partition_by("symbol", as_dict=True)
-        )
-        for (symbol,), part in parts.items():
-            sym = str(symbol)
-            ok = part["ok"].to_numpy()
-            if not ok.any():
+            p = frame["open"].to_numpy()  # a bar: the first price the venue could trade
+        ok = p > 0  # neither null (NaN in numpy) nor NaN nor <= 0
+        everything_ok = bool(ok.all())
+        ts, ts_nulls = _epoch_ns(frame["timestamp"])
+        bars = batch.kind is EventType.BAR
+        if bars:
+            closes, volumes = frame["close"].to_list(), frame["volume"].to_list()
+        for symbol, rows in _by_symbol(frame["symbol"].to_list()):
+            good = rows if everything_ok else rows[ok[rows]]
+            if not len(good):
                 continue
-            ts = part["ts"].to_numpy()[ok]
-            prices = part["p"].to_numpy()[ok]
-            self._remember(sym, ts, prices)
+            sym = str(symbol)
+            # with a null time (rare) the symbol's times are floats, as Polars gives them
+            if ts_nulls is not None and bool(np.isnan(ts_nulls[rows]).any()):
+                sym_ts = ts_nulls[good]
+            else:
+                sym_ts = ts[good]
+            prices = p[good]
+            self._remember(sym, sym_ts, prices)
             if self._waiting.get(sym):
                 self._waiting[sym] = [o for o in self._waiting[sym] if not self._arrive(o)]
-            if batch.kind is EventType.BAR:
-                self._bar_stats(sym, part["close"].to_list(), part["volume"].to_list())
-            self._last[sym] = (int(ts[-1]), float(prices[-1]))
+            if bars:
+                picked = rows.tolist()
+                self._bar_stats(sym, [closes[i] for i in picked], [volumes[i] for i in picked])
+            self._last[sym] = (int(sym_ts[-1]), float(prices[-1]))
 
-    def _remember(self, symbol: str, ts: npt.NDArray[np.int64], prices: npt.NDArray[Any]) -> None:
-        old = self._history.get(symbol)
-        if old is not None:
-            ts = np.concatenate([old[0][-_HISTORY:], ts])
-            prices = np.concatenate([old[1][-_HISTORY:], prices])
-            if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):  # kinds interleave
-                order = np.argsort(ts, kind="stable")
-                ts, prices = ts[order], prices[order]
-        self._history[symbol] = (ts, prices)
+    def _remember(self, symbol: str, ts: npt.NDArray[Any], prices: npt.NDArray[Any]) -> None:
+        recent = self._history.get(symbol)
+        if recent is None:
+            self._history[symbol] = _Recent(ts, prices)
+        else:
+            recent.add(ts, prices)
 
     def _bar_stats(self, symbol: str, closes: list[float], volumes: list[float]) -> None:
         rets = self._returns.setdefault(symbol, deque(maxlen=self.window))

@@ -123,17 +123,21 @@ class SettlementEngine:
 
     async def _on_marks(self, envelope: Envelope) -> None:
         batch: MarketBatch = envelope.payload
-        if batch.frame.height == 0:
+        frame = batch.frame
+        if frame.height == 0:
             return
-        price = (
-            (pl.col("bid") + pl.col("ask")) / 2
-            if batch.kind is EventType.QUOTE
-            else pl.col(PRICE_COLUMN[batch.kind])
-        )
-        last = batch.frame.group_by("symbol").agg(price.last())
-        for symbol, value in last.iter_rows():
-            if value is not None and value > 0:
-                self.portfolio.marks[symbol] = to_decimal(value)
+        # Series calls and numpy only: a DataFrame query runs the lazy engine, a fixed cost
+        # far above the work for the few rows a live batch holds.
+        if batch.kind is EventType.QUOTE:
+            prices = (frame["bid"].to_numpy() + frame["ask"].to_numpy()) / 2
+        else:
+            prices = frame[PRICE_COLUMN[batch.kind]].to_numpy()
+        last = dict(zip(frame["symbol"].to_list(), range(frame.height), strict=True))
+        marks = self.portfolio.marks
+        for symbol, row in last.items():  # each symbol's last row
+            value = prices[row]
+            if value > 0:  # neither null (NaN in numpy) nor NaN nor <= 0
+                marks[symbol] = to_decimal(value)
         at = batch.ts_max
         self._latest_ns = max(self._latest_ns, at)
         if at and (
