@@ -69,6 +69,8 @@ REASONS: Final = (
 )
 _CODE = {name: i + 1 for i, name in enumerate(REASONS)}
 _REASON_NAMES = np.array(["", *REASONS], dtype=object)
+_NO_REASONS: Final = pl.Series("reason", [], dtype=pl.String)
+_SMALL: Final = 64  # frames below this many rows take the per-row paths
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,20 @@ class QualityChecker:
     # -- the check -------------------------------------------------------------------------
     def _codes(self, symbols: pl.Series) -> np.ndarray:
         """Each row's position in the per-symbol state arrays (new symbols get new ones)."""
-        codes = self._symbols.codes(symbols)
+        if len(symbols) < _SMALL:
+            # A dict lookup per row beats the Enum cast's fixed cost on a small frame; the
+            # codes are SymbolCodes' own (its Enum catches up when it next sees a new name).
+            index = self._symbols.index
+            row_codes = []
+            for name in symbols.to_list():
+                key = "" if name is None else name
+                code = index.get(key)
+                if code is None:
+                    code = index[key] = len(index)
+                row_codes.append(code)
+            codes = np.array(row_codes, dtype=np.int64)
+        else:
+            codes = self._symbols.codes(symbols)
         grow = len(self._symbols) - len(self._last_ts)
         if grow > 0:
             self._last_ts = np.concatenate([self._last_ts, np.full(grow, _NONE)])
@@ -249,14 +264,8 @@ class QualityChecker:
                 accepted=f.with_columns(pl.lit(0, pl.UInt8).alias("flags")),
                 rejected=f.with_columns(pl.lit("", pl.String).alias("reason")),
             )
-        # One query for everything that needs Polars (each eager call is a query of its own).
-        strings = [c for c in _IDENTITY[self.kind][2:] if self.schema[c] == pl.String()]
-        prep = f.select(
-            pl.col("timestamp").cast(TIMESTAMP).cast(pl.Int64).fill_null(0).alias("ts"),
-            *[pl.col(c).fill_null("").hash(seed=7).alias(f"h_{c}") for c in strings],
-        )
         codes = self._codes(f["symbol"])
-        ts = prep["ts"].to_numpy()
+        ts = _timestamps(f["timestamp"])
         reason = np.zeros(n, np.uint8)
 
         def rule(code: int, failed: np.ndarray) -> None:
@@ -296,7 +305,7 @@ class QualityChecker:
             rule(_CODE["stale_timestamp"], ts < now_ns - int(cfg.max_age_s * 1e9))
 
         # Duplicates: against the window of accepted events and earlier rows of this frame.
-        h = self._hash(f, prep, codes, ts)
+        h = self._hash(f, codes, ts)
         # An event seen before (in the window, or earlier in this frame) is a duplicate; the
         # first copy is kept. Seen means passed the row rules: an event later rejected for
         # its ordering still counts as seen.
@@ -308,7 +317,11 @@ class QualityChecker:
         ok = np.flatnonzero(reason == 0)
         reordered = np.zeros(n, bool)
         if len(ok):
-            prev_max = np.maximum(_grouped_prev_max(codes[ok], ts[ok]), self._last_ts[codes[ok]])
+            ok_codes = codes[ok]
+            ok_prev = _grouped_prev_index(ok_codes)
+            prev_max = np.maximum(
+                _grouped_prev_max(ok_codes, ts[ok], ok_prev), self._last_ts[ok_codes]
+            )
             tol = int(cfg.reorder_tolerance_ms * 1e6)
             has_prev = prev_max != _NONE
             late_by = np.where(has_prev, prev_max - ts[ok], 0)
@@ -326,7 +339,9 @@ class QualityChecker:
 
         # Flags against the previous accepted event of the symbol.
         a_codes, a_ts, a_px = codes[acc], ts[acc], px[acc]
-        prev_idx = _grouped_prev_index(a_codes)
+        # the same rows in the same order as the ordering rule's: already known
+        same = len(ok) and np.array_equal(acc, ok)
+        prev_idx = ok_prev if same else _grouped_prev_index(a_codes)
         has = prev_idx >= 0
         prev_px = np.where(has, a_px[np.maximum(prev_idx, 0)], self._last_px[a_codes])
         prev_ts = np.where(has, a_ts[np.maximum(prev_idx, 0)], self._last_ts[a_codes])
@@ -373,18 +388,22 @@ class QualityChecker:
         if len(rej):
             rejected = f[rej].hstack([pl.Series("reason", reasons, dtype=pl.String)])
         else:
-            rejected = f.clear().hstack([pl.Series("reason", [], dtype=pl.String)])
+            rejected = f.clear().hstack([_NO_REASONS])
         return QualityResult(accepted=accepted, rejected=rejected, gaps=gaps)
 
-    def _hash(
-        self, f: pl.DataFrame, prep: pl.DataFrame, codes: np.ndarray, ts: np.ndarray
-    ) -> np.ndarray:
+    def _hash(self, f: pl.DataFrame, codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """A 64-bit hash of each row's identity (`_IDENTITY`), stable within the process."""
         h = _mix(codes.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
         h = _mix(h ^ ts.view(np.uint64))
         for col in _IDENTITY[self.kind][2:]:
-            if f"h_{col}" in prep.columns:
-                h = _mix(h ^ prep[f"h_{col}"].to_numpy())
+            if self.schema[col] == pl.String():
+                # Python's string hash (salted per process, so stable within it): a few µs
+                # on a small frame where a Polars hash is a query of its own.
+                strings = f[col].to_list()
+                hashed = np.fromiter(
+                    (hash("" if v is None else v) for v in strings), np.int64, len(strings)
+                )
+                h = _mix(h ^ hashed.view(np.uint64))
             else:
                 values = np.ascontiguousarray(f[col].to_numpy(), dtype=np.float64)
                 h = _mix(h ^ values.view(np.uint64))
@@ -402,20 +421,33 @@ class QualityChecker:
         w = cfg.volume_window
         order = _group_order(a_codes)
         sorted_codes = a_codes[order]
-        groups, starts, counts = np.unique(sorted_codes, return_index=True, return_counts=True)
+        new_group = np.empty(len(sorted_codes), bool)
+        new_group[:1] = True
+        np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=new_group[1:])
+        starts = np.flatnonzero(new_group)
+        groups = sorted_codes[starts]
+        counts = np.empty_like(starts)
+        counts[:-1] = starts[1:] - starts[:-1]
+        counts[-1] = len(sorted_codes) - starts[-1]
         row_of = np.repeat(np.arange(len(groups)), counts)
         col_of = w + np.arange(len(order)) - np.repeat(starts, counts)
         m = np.full((len(groups), w + int(counts.max())), np.nan)
         m[:, :w] = self._hist[groups]
         m[row_of, col_of] = sizes[order]
         present = ~np.isnan(m)
-        with np.errstate(invalid="ignore"):
-            centre = np.nanmean(m, axis=1, keepdims=True)  # centred: exact sums of squares
+        count = present.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # centred (exact sums of squares) on the mean of the present values: what
+            # `np.nanmean` computes (a sum with NaN as 0, over the count), without its overhead
+            centre = np.where(present, m, 0.0).sum(axis=1, keepdims=True) / count
         x = np.where(present, m - centre, 0.0)
-        zero = np.zeros((len(groups), 1))
-        c1 = np.hstack([zero, np.cumsum(x, axis=1)])
-        c2 = np.hstack([zero, np.cumsum(x * x, axis=1)])
-        cn = np.hstack([zero, np.cumsum(present, axis=1)])
+        width = m.shape[1] + 1
+        c1 = np.zeros((len(groups), width))
+        c2 = np.zeros((len(groups), width))
+        cn = np.zeros((len(groups), width))
+        np.cumsum(x, axis=1, out=c1[:, 1:])
+        np.cumsum(x * x, axis=1, out=c2[:, 1:])
+        np.cumsum(present, axis=1, out=cn[:, 1:])
         lo, hi = col_of - w, col_of  # the window is the `w` columns before the event
         n = cn[row_of, hi] - cn[row_of, lo]
         s1 = c1[row_of, hi] - c1[row_of, lo]
@@ -430,7 +462,7 @@ class QualityChecker:
         # carry each symbol's last `w` sizes
         ends = w + counts
         cols = ends[:, None] - w + np.arange(w)[None, :]
-        self._hist[groups] = np.take_along_axis(m, cols, axis=1)
+        self._hist[groups] = m[np.arange(len(groups))[:, None], cols]
         out = np.zeros(len(a_codes), bool)
         out[order] = spike
         return out
@@ -462,6 +494,17 @@ class QualityChecker:
         return gaps
 
 
+def _timestamps(stamps: pl.Series) -> np.ndarray:
+    """The timestamps as int64 ns UTC (nulls as 0); plain Series calls, no query."""
+    if stamps.dtype != TIMESTAMP:
+        stamps = stamps.cast(TIMESTAMP)
+    ints = stamps.cast(pl.Int64)
+    if ints.null_count():
+        ints = ints.fill_null(0)
+    out: np.ndarray = ints.to_numpy()
+    return out
+
+
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: spreads every input bit over the output (wrapping uint64)."""
     h = h ^ (h >> np.uint64(30))
@@ -479,10 +522,10 @@ def _group_order(codes: np.ndarray) -> np.ndarray:
     return np.argsort(codes, kind="stable")
 
 
-def _grouped_prev_max(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """For each row, the maximum of the earlier rows of its group (`_NONE` for the first)."""
+def _grouped_prev_max(codes: np.ndarray, values: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """For each row, the maximum of the earlier rows of its group (`_NONE` for the first);
+    `prev` is `_grouped_prev_index(codes)`."""
     m = len(values)
-    prev = _grouped_prev_index(codes)
     has = prev >= 0
     before = np.where(has, values[np.maximum(prev, 0)], _NONE)
     if not (has & (values < before)).any():
@@ -509,8 +552,13 @@ def _grouped_prev_index(codes: np.ndarray) -> np.ndarray:
     m = len(codes)
     order = _group_order(codes)
     sorted_codes = codes[order]
-    first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]] if m else np.zeros(0, bool)
-    prev_sorted = np.where(first, -1, np.r_[-1, order[:-1]])
+    first = np.empty(m, bool)
+    first[:1] = True
+    np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=first[1:])
+    before = np.empty(m, np.int64)
+    before[:1] = -1
+    before[1:] = order[:-1]
+    prev_sorted = np.where(first, -1, before)
     out = np.empty(m, np.int64)
     out[order] = prev_sorted
     return out

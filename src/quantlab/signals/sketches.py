@@ -13,6 +13,8 @@ batch, not one per event.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import datasketches as ds
@@ -82,13 +84,31 @@ class VolumeSketch:
         """Add a batch of trades (``symbol, price, size``)."""
         if trades.is_empty():
             return
-        agg = trades.group_by(self.key_expr().alias("key")).agg(pl.col("size").sum())
-        for key, volume in agg.iter_rows():
+        for key, volume in self._volumes(trades):
             self._cm.update(key, float(volume))
             units = round(volume / self.weight_unit)
             if units > 0:
                 self._top.update(key, units)
         self.events += trades.height
+
+    def _volumes(self, trades: pl.DataFrame) -> Iterable[tuple[Any, Any]]:
+        """The batch's volume per key.
+
+        By symbol with at most two rows per symbol (small live batches), summed here from the
+        columns: such a sum is exact in any order, and a Polars ``group_by`` is a query with a
+        fixed cost of hundreds of µs. Otherwise ``group_by`` sums it.
+        """
+        if self.by == "symbol":
+            symbols = trades.get_column("symbol").to_list()
+            if len(symbols) <= 2 * len(distinct := set(symbols)) and (
+                len(symbols) == len(distinct) or max(Counter(symbols).values()) <= 2
+            ):
+                totals: dict[Any, Any] = dict.fromkeys(symbols, 0)  # all null: a sum of 0
+                for key, size in zip(symbols, trades.get_column("size").to_list(), strict=True):
+                    if size is not None:
+                        totals[key] += size
+                return totals.items()
+        return trades.group_by(self.key_expr().alias("key")).agg(pl.col("size").sum()).iter_rows()
 
     def estimate(self, key: str) -> tuple[float, float, float]:
         """(estimate, DataSketches' lower bound, upper bound) of the volume under `key`.
@@ -125,7 +145,12 @@ class DistinctCount:
         self._hll = ds.hll_sketch(lg_k)
 
     def update(self, values: pl.Series) -> None:
-        for value in values.drop_nulls().unique().cast(pl.String).to_list():
+        distinct: Iterable[Any]
+        if values.dtype == pl.String():  # the distinct values without a Polars query
+            distinct = set(values.to_list()) - {None}
+        else:
+            distinct = values.drop_nulls().unique().cast(pl.String).to_list()
+        for value in distinct:  # in no set order, as `unique()` gives them
             self._hll.update(value)
 
     def estimate(self) -> float:
@@ -180,15 +205,18 @@ class SketchEngine:
         (``symbol, close, volume``)."""
         if frame.is_empty():
             return
+        # Frames of Series, not `select` (a query each): same columns, no copy.
         if "size" not in frame.columns:
-            frame = frame.select(
-                "symbol", pl.col("close").alias("price"), pl.col("volume").alias("size")
-            )
-        self.volume.update(frame.select("symbol", "price", "size"))
+            cols = {"symbol": "symbol", "price": "close", "size": "volume"}
+        else:
+            cols = {"symbol": "symbol", "price": "price", "size": "size"}
+        self.volume.update(
+            pl.DataFrame([frame.get_column(c).alias(name) for name, c in cols.items()])
+        )
         if "trade_id" in frame.columns:
             self.trade_ids.update(frame["trade_id"])
         self.symbols.update(frame["symbol"])
-        self._touched.update(frame["symbol"].unique().to_list())
+        self._touched.update(frame["symbol"].to_list())
         self.batches += 1
 
     async def _on_batch(self, envelope: Any) -> None:
