@@ -664,6 +664,72 @@ def _is_loopback(address: str) -> bool:
 
 
 @app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="the under-a-minute version of every benchmark")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="run this benchmark only (ingest, features, ...); repeatable"),
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option("--dir", help="the benchmark scripts (default: benchmarks/)")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="where bench.md and bench.json go (default: benchmarks/results)"
+        ),
+    ] = None,
+) -> None:
+    """Run every benchmark in benchmarks/ (one after the other) and write one table, Markdown
+    and JSON, of quantlab's figures, the references measured in the same run, their ratios
+    and the targets, with the machine's description. Exits 1 if a benchmark failed."""
+    from quantlab.research.data import project_root
+    from quantlab.runs.bench import run_benchmarks
+
+    scripts = folder or project_root() / "benchmarks"
+    target = out_dir or scripts / "results" / ("bench-quick" if quick else "bench")
+    with Progress(
+        TextColumn("[bold]benchmark {task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(name: str, done: int, total: int) -> None:
+            bar.update(task, description=name, completed=done, total=total)
+
+        report = run_benchmarks(scripts, quick=quick, only=only, progress=progress)
+    md, js = report.write(target)
+    table = Table(title=f"benchmarks ({'quick' if quick else 'full'})", title_justify="left")
+    for col in ("benchmark", "case", "metric", "quantlab", "reference", "× ref", "target", "met"):
+        table.add_column(col, overflow="fold")
+    for row in report.rows():
+        x = row["x_reference"]
+        met = row.get("meets_target")
+        table.add_row(
+            row["benchmark"],
+            escape(row["case"]),
+            escape(row["metric"]),
+            f"{row['quantlab']:,.4g}",
+            "" if row["reference"] is None else f"{row['reference']:,.4g}",
+            "" if x is None else f"{x:.2f}×",
+            "" if row["target"] is None else f"{row['target']:,.4g}",
+            "" if met is None else ("[green]✓[/]" if met else "[red]✗[/]"),
+        )
+    out.print(table)
+    for r in report.failed:
+        err.print(f"[bold red]{r.name} failed:[/] {escape(r.error or '')}")
+    out.print(f"table: {md}\nfigures: {js}", soft_wrap=True, highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def dashboard(
     config: ConfigOpt = None,
     address: Annotated[
