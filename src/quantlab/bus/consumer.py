@@ -34,7 +34,8 @@ async def run_consumer(
     of a bus that is still open nacks the envelope in hand. Each handled envelope's wall time
     goes to `latency` under the subscription's name, less `waited()`: the seconds the handler
     spent waiting on something not its own since the previous call (the in-process bus's
-    `settle`).
+    `settle`). A payload that carries ``ts_recv`` (when its market data was received, live
+    runs) also records the time from then until this handler was done.
     """
     while True:
         envelope = await sub.get()
@@ -62,3 +63,6 @@ async def run_consumer(
         else:
             sub.ack(envelope)
             latency.record(sub.name, time.perf_counter() - started - waited())
+            received = getattr(envelope.payload, "ts_recv", 0)
+            if received:
+                latency.record_since_data(sub.name, (time.time_ns() - received) / 1e9)

@@ -87,10 +87,17 @@ class LatencySketch:
 
 
 class LatencyRecorder:
-    """Latency sketches by consumer name (a consumer's sub-subscriptions are kept apart)."""
+    """Latency sketches by consumer name (a consumer's sub-subscriptions are kept apart).
+
+    Two kinds: a consumer's own handling time per message (`record`), and, for messages that
+    carry the wall time their market data was received (``ts_recv``: batches, signals,
+    orders of a live engine), the time from that arrival until the consumer was done with
+    it (`record_since_data`): the pipeline's latency up to and including that stage.
+    """
 
     def __init__(self) -> None:
         self.sketches: dict[str, LatencySketch] = {}
+        self.since_data: dict[str, LatencySketch] = {}
 
     def record(self, consumer: str, seconds: float) -> None:
         sketch = self.sketches.get(consumer)
@@ -98,8 +105,18 @@ class LatencyRecorder:
             sketch = self.sketches[consumer] = LatencySketch()
         sketch.update(seconds)
 
+    def record_since_data(self, consumer: str, seconds: float) -> None:
+        sketch = self.since_data.get(consumer)
+        if sketch is None:
+            sketch = self.since_data[consumer] = LatencySketch()
+        sketch.update(seconds)
+
     def summary(self) -> dict[str, dict[str, float | int]]:
         return {name: s.summary() for name, s in sorted(self.sketches.items())}
+
+    def since_data_summary(self) -> dict[str, dict[str, float | int]]:
+        """Per consumer: market data received -> the consumer done with what it caused."""
+        return {name: s.summary() for name, s in sorted(self.since_data.items())}
 
     def stages(self) -> list[dict[str, Any]]:
         """The DESIGN §7 stages with their measured percentile and verdicts against the budget.

@@ -44,7 +44,7 @@ USAGE_COLUMNS = ["symbol", "notional", "limit", "usage_pct"]
 SOURCE_COLUMNS = ["source", "connected", "events", "events_per_s", "rejects", "reconnects",
                   "lag_ms", "stale", "last_error"]  # fmt: skip
 LATENCY_COLUMNS = ["stage", "percentile", "count", "measured_ms", "spec_ms", "goal_ms",
-                   "within_spec", "within_goal"]  # fmt: skip
+                   "within_spec", "within_goal", "since_data_p95_ms"]  # fmt: skip
 PROCESS_COLUMNS = ["role", "pid", "host", "status", "age_s", "run_id"]
 AGENT_COLUMNS = ["agent", "charged", "burn_per_hour"]
 BUDGET_COLUMNS = ["agent", "currency", "limit", "spent", "fraction_pct"]
@@ -332,7 +332,15 @@ def processes(snapshot: Snapshot) -> pd.DataFrame:
 
 
 def latency(snapshot: Snapshot) -> pd.DataFrame:
-    return _frame(((snapshot or {}).get("latency") or {}).get("stages") or [], LATENCY_COLUMNS)
+    """The DESIGN §7 stages: each one's own time against its budget, and (live) the time from
+    the market data's arrival until the stage was done with what it caused."""
+    lat = (snapshot or {}).get("latency") or {}
+    since = lat.get("since_data") or {}
+    rows = [
+        {**row, "since_data_p95_ms": (since.get(row.get("consumer")) or {}).get("p95_ms")}
+        for row in lat.get("stages") or []
+    ]
+    return _frame(rows, LATENCY_COLUMNS)
 
 
 def latency_bars(snapshot: Snapshot) -> pd.DataFrame:

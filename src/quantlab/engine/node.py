@@ -590,7 +590,10 @@ class Node:
             "sources": ingest["sources"],
             "signals_total": sum(self.strategies.signals.values()),
             "orders_total": self.builder.built,
-            "latency": {"consumers": self.bus.latency.summary()},
+            "latency": {
+                "consumers": self.bus.latency.summary(),
+                "since_data": self.bus.latency.since_data_summary(),
+            },
             "bus": {
                 "published": self.bus.published,
                 "dead_letters": self.bus.dead_lettered,
@@ -604,6 +607,7 @@ class Node:
         process's."""
         own = self._role_figures()
         consumers = dict(own["latency"]["consumers"])
+        since_data = dict(own["latency"]["since_data"])
         processes: dict[str, dict[str, Any]] = {
             self.role: {"pid": os.getpid(), "status": "running", "run_id": self.run_id}
         }
@@ -613,6 +617,7 @@ class Node:
                 if key in theirs:
                     own[key] = theirs[key]
             consumers.update((theirs.get("latency") or {}).get("consumers") or {})
+            since_data.update((theirs.get("latency") or {}).get("since_data") or {})
             processes[role] = {
                 k: report.get(k) for k in ("pid", "status", "run_id", "written_at", "host")
             }
@@ -706,6 +711,7 @@ class Node:
             "latency": {
                 "stages": stages_from_summary(consumers),
                 "consumers": consumers,
+                "since_data": since_data,
                 "data_to_order": self.execution.stats()["data_to_order"],
             },
             "bus": own["bus"],
@@ -782,7 +788,11 @@ class Node:
             costs=self.costs.totals(),
             ledger={**self.settlement.ledger_summary(), **self.meter.stats()},
             execution=self.execution.stats(),
-            latency={"consumers": self.bus.latency.summary(), "stages": self.bus.latency.stages()},
+            latency={
+                "consumers": self.bus.latency.summary(),
+                "stages": self.bus.latency.stages(),
+                "since_data": self.bus.latency.since_data_summary(),
+            },
             role=self.role,
         )
         weights = pl.DataFrame(

@@ -65,3 +65,34 @@ async def test_the_bus_times_each_consumer_without_its_settle_waits() -> None:
     assert lat["slow"].quantile(0.5) >= 0.019
     assert lat["settling"].count == 1
     assert lat["settling"].quantile(0.5) < 0.015
+
+
+async def test_payloads_that_carry_their_arrival_time_record_the_time_since_the_data() -> None:
+    import time
+
+    from quantlab.core.messages import FeatureBatch
+
+    bus = InProcessBus()
+    try:
+
+        async def handle(_: object) -> None:
+            return None
+
+        bus.consume("features", handle, name="strategies")
+        bus.consume("plain", handle, name="other")
+        frame_received = time.time_ns() - 30_000_000  # the data arrived 30 ms ago
+        import polars as pl
+
+        batch = FeatureBatch(
+            spec="s", version="1", frame=pl.DataFrame(), seq=0, ts_max=0, ts_recv=frame_received
+        )
+        await bus.publish("features", batch)
+        await bus.publish("plain", {"x": 1})
+        await bus.drain(timeout=5)
+        since = bus.latency.since_data_summary()
+        assert set(since) == {"strategies"}  # only payloads with an arrival time
+        assert since["strategies"]["count"] == 1
+        assert 30 <= since["strategies"]["p50_ms"] < 1000
+        assert set(bus.latency.summary()) == {"strategies", "other"}
+    finally:
+        await bus.close()

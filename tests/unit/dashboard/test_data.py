@@ -139,6 +139,9 @@ def test_pipeline_and_costs(snap: dict[str, Any]) -> None:
     assert (s["source"], s["rejects"], s["reconnects"]) == ("synthetic", 1, 3)
     bars = data.latency_bars(snap)
     assert bars["ms"].tolist() == [1.0, 10.0, 0.0]
+    snap["latency"]["stages"][0]["consumer"] = "risk"
+    snap["latency"]["since_data"] = {"risk": {"p95_ms": 12.5}}
+    assert data.latency(snap)["since_data_p95_ms"].tolist() == [12.5]
     assert data.agents(snap).values.tolist() == [["llm", 2.5, 1.0]]
     assert data.budgets(snap)["fraction_pct"].tolist() == [25.0]
     assert data.expenses(snap)["kind"].tolist() == ["fees", "total"]
