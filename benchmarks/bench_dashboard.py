@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _rows import row
 
 from quantlab.testing.dashboard import CHROMIUM, CHROMIUM_ARGS, DashboardStack
 
@@ -106,6 +107,27 @@ def measure(tmp: Path, *, engine: bool, symbols: int, rate: int, window: float) 
         stack.close()
 
 
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Headline rows for `quantlab bench`: the streaming dashboard against the same dashboard
+    with no engine (and its CPU against the engine it follows)."""
+    case = f"{result['symbols']} symbols streaming, 1 browser"
+    idle = "same dashboard, no engine"
+    rows = [
+        row(case, "updates/s", result["updates_per_s"], better="higher",
+            reference=result["idle_updates_per_s"], reference_name=idle),
+        row(case, "server CPU %", result["server_cpu_pct"], better="lower",
+            reference=result["idle_server_cpu_pct"], reference_name=idle),
+        row(case, "websocket KiB/s", result["ws_kbytes_per_s"], better="lower"),
+    ]  # fmt: skip
+    if result["engine_cpu_pct"] is not None:
+        rows.append(
+            row(f"{case}, dashboard vs engine", "CPU %", result["server_cpu_pct"],
+                better="lower", reference=result["engine_cpu_pct"],
+                reference_name="the engine it follows")
+        )  # fmt: skip
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6 s windows (under a minute)")
@@ -151,6 +173,7 @@ def main() -> None:
             live["server_cpu_pct"] - idle["server_cpu_pct"], 1
         ),
     }
+    result["rows"] = table_rows(result)
     print(json.dumps(result))
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from _rows import row
 
 from quantlab.adapters.sim.data import bundled_dir
 from quantlab.adapters.sim.paper import PaperVenue
@@ -284,6 +285,32 @@ def main(quick: bool) -> dict[str, Any]:
     return asyncio.run(run(quick))
 
 
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Headline rows for `quantlab bench`: stage latencies and orders/s against the bare bus
+    hop and the venue's bare `submit` loop of the same run."""
+    goals = result["targets"]
+    s2a, risk = result["signal_to_approved"], result["risk_check"]
+    fsync = result["approved_to_submitted_fsync"]
+    no_fsync = result["approved_to_submitted_no_fsync"]
+    naive = {"reference": result["orders_per_s_naive_venue_loop"],
+             "reference_name": "venue submit loop, nothing durable"}  # fmt: skip
+    return [
+        row(f"signal → risk-approved, {s2a['n']:,} signals", "p99 ms", s2a["p99_ms"],
+            better="lower", reference=result["signal_to_approved_floor"]["p99_ms"],
+            reference_name="bare bus hop", target=goals["signal_to_approved_p99_ms"]),
+        row("risk check alone (RiskEngine.check)", "p99 µs", round(risk["p99_ms"] * 1000, 2),
+            better="lower"),
+        row("approved → submitted, paper venue, fsync", "p95 ms", fsync["p95_ms"],
+            better="lower", target=goals["approved_to_submitted_p95_ms"]),
+        row("approved → submitted, paper venue, no fsync", "p95 ms", no_fsync["p95_ms"],
+            better="lower"),
+        row("orders through the paper venue, fsync", "orders/s", result["orders_per_s_fsync"],
+            better="higher", target=goals["orders_per_s"], **naive),
+        row("orders through the paper venue, no fsync", "orders/s",
+            result["orders_per_s_no_fsync"], better="higher", **naive),
+    ]  # fmt: skip
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a run that finishes within a minute")
@@ -295,4 +322,5 @@ if __name__ == "__main__":
               f"p99 {r['p99_ms']:>8} ms")  # fmt: skip
     for key in ("orders_per_s_fsync", "orders_per_s_no_fsync", "orders_per_s_naive_venue_loop"):
         print(f"{key:32s} {out[key]:>12,.0f} /s")
+    out["rows"] = table_rows(out)
     print(json.dumps(out))

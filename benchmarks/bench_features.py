@@ -22,11 +22,13 @@ import argparse
 import json
 import platform
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import talib
+from _rows import row
 
 from quantlab.core.symbols import SymbolCodes
 from quantlab.features import Ema, IndicatorSet, Macd, Rsi, Sma
@@ -169,6 +171,33 @@ def main(quick: bool) -> dict[str, object]:
     }
 
 
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Headline rows for `quantlab bench`: seconds against TA-Lib and pandas in the same run.
+    The frame goal is relative (quantlab / TA-Lib <= the target ratio), so its target in
+    seconds is that ratio times TA-Lib's time in this run."""
+    goal = result["targets"]["many_symbols_frame_vs_talib"]
+    rows = []
+    for key, label in (("many_symbols", "100 symbols"), ("one_series", "1 symbol")):
+        r = result[key]
+        a, f = r["arrays"], r["frame"]
+        case = f"{label}, {r['rows']:,} rows"
+        target = round(goal * f["talib_s"], 4) if key == "many_symbols" else None
+        rows += [
+            row(f"{case}, frame", "s", f["quantlab_s"], better="lower", reference=f["talib_s"],
+                reference_name="TA-Lib", target=target),
+            row(f"{case}, frame", "s", f["quantlab_s"], better="lower", reference=f["pandas_s"],
+                reference_name="pandas (groupby + rolling/ewm)"),
+            row(f"{case}, arrays", "s", a["quantlab_s"], better="lower", reference=a["talib_s"],
+                reference_name="TA-Lib"),
+        ]  # fmt: skip
+    s = result["streaming"]
+    rows.append(
+        row(f"streaming update, {s['batch_rows']:,} rows over {s['symbols']} symbols", "p95 ms",
+            s["p95_ms"], better="lower", target=result["targets"]["streaming_p95_ms"])
+    )  # fmt: skip
+    return rows
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a run that finishes within a minute")
@@ -185,4 +214,5 @@ if __name__ == "__main__":
     s = out["streaming"]
     print(f"streaming update of a 1,000-row batch over 100 symbols: p50 {s['p50_ms']} ms, "
           f"p95 {s['p95_ms']} ms")  # fmt: skip
+    out["rows"] = table_rows(out)
     print(json.dumps(out))

@@ -23,9 +23,11 @@ import json
 import math
 import platform
 import time
+from typing import Any
 
 import numpy as np
 import polars as pl
+from _rows import row
 
 from quantlab.bus import InProcessBus
 from quantlab.core.clock import SimulatedClock
@@ -213,6 +215,26 @@ async def main(quick: bool) -> dict[str, object]:
     }
 
 
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Headline rows for `quantlab bench`: each path against the naive loop of the same run."""
+    naive, targets = result["naive"], result["targets"]
+    ref = {"reference_name": "naive per-event loop"}
+    paths = (
+        ("json", "JSON frames of 1,000 events", targets["json_events_per_s"], targets["p99_us"]),
+        ("json_small_frames", "JSON frames of 10 events", None, None),
+        ("binary", "packed 32-byte records, 10,000 per buffer", targets["binary_events_per_s"],
+         None),
+    )  # fmt: skip
+    rows = []
+    for key, case, target_rate, target_p99 in paths:
+        r = result[key]
+        rows.append(row(case, "events/s", r["events_per_s"], better="higher",
+                        reference=naive["events_per_s"], target=target_rate, **ref))  # fmt: skip
+        rows.append(row(case, "p99 µs", r["p99_us"], better="lower",
+                        reference=naive["p99_us"], target=target_p99, **ref))  # fmt: skip
+    return rows
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a run that finishes within a minute")
@@ -222,4 +244,5 @@ if __name__ == "__main__":
     for key in ("json", "json_small_frames", "binary", "naive"):
         r = out[key]
         print(f"{key:20s} {r['events_per_s']:>12,} {r['p50_us']:>10} {r['p99_us']:>10}")
+    out["rows"] = table_rows(out)
     print(json.dumps(out))

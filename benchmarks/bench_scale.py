@@ -46,6 +46,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _rows import row
+
 TOPIC_PREFIX = "market.data.trade"
 SYMBOLS = [f"S{i:03d}USD" for i in range(100)]
 NOW = 1_700_000_000_000_000_000
@@ -436,6 +438,35 @@ def measure_latency(url: str, quick: bool) -> dict[str, Any]:
     return out
 
 
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Headline rows for `quantlab bench`: bus throughput against naive redis-py, and the data
+    -> order p95 of three processes against one process, per load (a load with no order has
+    no latency row)."""
+    t, lat = result["throughput"], result["latency"]
+    naive = {"reference": t["naive_redis_py"]["events_per_s"], "reference_name": "redis-py naive"}
+    goal = t["targets"]["bus_trades_events_per_s"]
+    rows = [
+        row("Trade messages, 1 topic, two processes", "events/s",
+            t["bus_trades"]["events_per_s"], better="higher", target=goal, **naive),
+        row("Trade messages over 100 topics, two processes", "events/s",
+            t["bus_trades_100_topics"]["events_per_s"], better="higher", target=goal, **naive),
+        row("MarketBatch frames of 1,000 rows (Arrow IPC)", "rows/s",
+            t["bus_market_batches"]["events_per_s"], better="higher"),
+    ]  # fmt: skip
+    for load, figures in lat["loads"].items():
+        three = figures["three_process_redis"]["data_to_order_ms"]
+        one = figures["one_process_reference"]["data_to_order_ms"]
+        if three is None:
+            continue
+        rate = load.removesuffix("_events_per_s")
+        rows.append(
+            row(f"data → order, {int(rate):,} events/s, three processes on Redis", "p95 ms",
+                three["p95_ms"], better="lower", reference=one and one["p95_ms"],
+                reference_name="one process", target=lat["targets"]["data_to_order_p95_ms"])
+        )  # fmt: skip
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a run that finishes within a minute")
@@ -461,6 +492,7 @@ def main() -> None:
         "latency": latency,
         "seconds": round(time.monotonic() - started, 1),
     }
+    result["rows"] = table_rows(result)
     buf = io.StringIO()
     t = throughput
     print(f"{'path':36s} {'events/s':>12s} {'median':>12s} {'events':>10s}", file=buf)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from _rows import row
 
 from quantlab.adapters.sim.data import bundled_dir
 from quantlab.core.clock import SimulatedClock
@@ -220,6 +221,36 @@ def main(quick: bool) -> dict[str, Any]:
     return out
 
 
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Headline rows for `quantlab bench`: decision latency, the pattern queries against numpy
+    brute force, insertion, and one-row inference against torch eager."""
+    d, m, inf = result["decision"], result["pattern_memory"], result["inference"]
+    goals = m["targets"]
+    brute = {"reference": m["numpy_brute_force_ms_p95"], "reference_name": "numpy brute force"}
+    size = f"{m['stored']:,} × 512"
+    rows = [
+        row("feature batch → signals, 1000 rows, all experts", "p95 ms", d["decide_ms_p95"],
+            better="lower", target=d["target_decide_ms_p95"]),
+        row("learning after the batch (Hedge update, storing patterns)", "p95 ms",
+            d["learn_ms_p95"], better="lower"),
+    ]  # fmt: skip
+    for key, label in (("simhash", "in-process SimHash"), ("chroma", "Chroma (HNSW)")):
+        r = m[key]
+        rows += [
+            row(f"pattern query, {label}, {size}", "p95 ms", r["ms_p95"], better="lower",
+                target=goals["query_ms_p95"], **brute),
+            row(f"pattern query, {label}, {size}", "recall@10", r["recall_at_10"],
+                better="higher", target=goals["recall_at_10"]),
+        ]  # fmt: skip
+    rows += [
+        row(f"insertion into Chroma, {m['stored']:,} vectors", "vectors/s", m["insert_per_s"],
+            better="higher"),
+        row("ONNX MLP inference, one row", "p50 µs", inf["onnxruntime_us_p50"],
+            better="lower", reference=inf["torch_eager_us_p50"], reference_name="torch eager"),
+    ]  # fmt: skip
+    return rows
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a run that finishes within a minute")
@@ -239,4 +270,5 @@ if __name__ == "__main__":
     print(f"one-row inference: onnxruntime p50 {inf['onnxruntime_us_p50']} us "
           f"p99 {inf['onnxruntime_us_p99']} us; torch eager p50 {inf['torch_eager_us_p50']} us "
           f"p99 {inf['torch_eager_us_p99']} us")  # fmt: skip
+    res["rows"] = table_rows(res)
     print(json.dumps(res))
