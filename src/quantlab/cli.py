@@ -721,7 +721,10 @@ def bench(
             "" if row["target"] is None else f"{row['target']:,.4g}",
             "" if met is None else ("[green]✓[/]" if met else "[red]✗[/]"),
         )
-    out.print(table)
+    if out.width >= 120:
+        out.print(table)
+    else:  # a narrow terminal or a pipe: the Markdown table, unwrapped
+        out.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
     for r in report.failed:
         err.print(f"[bold red]{r.name} failed:[/] {escape(r.error or '')}")
     out.print(f"table: {md}\nfigures: {js}", soft_wrap=True, highlight=False)

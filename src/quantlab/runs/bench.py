@@ -190,8 +190,14 @@ def _fmt(value: Any) -> str:
             return "n/a"
         if abs(value) >= 1000:
             return f"{value:,.0f}"
-        return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
+        return f"{value:.4g}" if abs(value) < 10 else f"{value:,.1f}"
     return str(value)
+
+
+def _times(x: float | None) -> str:
+    if x is None:
+        return ""
+    return f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
 
 
 @dataclass
@@ -257,7 +263,7 @@ class BenchReport:
             x = row["x_reference"]
             lines.append(
                 f"| {row['benchmark']} | {row['case']} | {row['metric']} | "
-                f"{_fmt(row['quantlab'])} | {ref} | {'' if x is None else f'{x:.2f}×'} | "
+                f"{_fmt(row['quantlab'])} | {ref} | {_times(x)} | "
                 f"{_fmt(row['target'])} | {_fmt(row.get('meets_target'))} |"
             )
         lines.append("")
