@@ -17,7 +17,7 @@ help:
 	@echo "make lab        JupyterLab on the quantlab kernel (notebooks/research, notebooks/production)"
 	@echo "make notebooks  run every notebook under nbval (part of make test)"
 	@echo "make dashboard  the live dashboard on http://127.0.0.1:5006/dashboard (run make live beside it)"
-	@echo "make bench      run the benchmarks in their --quick mode"
+	@echo "make bench      every benchmark in its --quick mode, one table (quantlab bench --quick)"
 	@echo "make model      retrain and register the bundled models (needs the ml extra)"
 	@echo "make lint | format | typecheck | contracts | clean"
 
@@ -69,12 +69,7 @@ live: $(VENV)/.run-deps
 	$(BIN)/quantlab live
 
 bench: $(VENV)/.test-deps $(VENV)/.system-deps
-	$(PY) benchmarks/bench_ingest.py --quick
-	$(PY) benchmarks/bench_features.py --quick
-	$(PY) benchmarks/bench_signals.py --quick
-	$(PY) benchmarks/bench_execution.py --quick
-	$(PY) benchmarks/bench_dashboard.py --quick
-	$(PY) benchmarks/bench_scale.py --quick
+	$(BIN)/quantlab bench --quick
 
 # Retrains the bundled models; same seed and data give the same bytes, so an unchanged model
 # keeps its version.
