@@ -195,6 +195,21 @@ def _bus_producer(
     out.put(asyncio.run(run()))
 
 
+def _pair(
+    producer: Any, consumer: Any, q_p: Any, q_c: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a producer and a consumer process; their reports; both always joined."""
+    consumer.start()
+    producer.start()
+    try:
+        return q_p.get(timeout=300), q_c.get(timeout=300)
+    finally:
+        for proc in (producer, consumer):
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+
+
 def run_bus(url: str, kind: str, n: int, opts: dict[str, Any]) -> dict[str, Any]:
     """One run: a consumer process and a producer process of `RedisStreamsBus`."""
     ns = f"bench-{uuid.uuid4().hex[:8]}"
@@ -203,16 +218,7 @@ def run_bus(url: str, kind: str, n: int, opts: dict[str, Any]) -> dict[str, Any]
     consumer_opts = {k: v for k, v in opts.items() if k not in ("rows_per_batch", "topics")}
     c = SPAWN.Process(target=_bus_consumer, args=(url, ns, kind, n, ready, q_c, consumer_opts))
     p = SPAWN.Process(target=_bus_producer, args=(url, ns, kind, n, ready, q_p, dict(opts)))
-    c.start()
-    p.start()
-    try:
-        prod = q_p.get(timeout=300)
-        cons = q_c.get(timeout=300)
-    finally:
-        for proc in (p, c):
-            proc.join(30)
-            if proc.is_alive():
-                proc.kill()
+    prod, cons = _pair(p, c, q_p, q_c)
     wall = cons["last"] - prod["first"]
     return {
         "events": n,
@@ -268,16 +274,7 @@ def run_naive(url: str, n: int) -> dict[str, Any]:
     q_c, q_p = SPAWN.Queue(), SPAWN.Queue()
     c = SPAWN.Process(target=_naive_consumer, args=(url, stream, n, ready, q_c))
     p = SPAWN.Process(target=_naive_producer, args=(url, stream, n, ready, q_p))
-    c.start()
-    p.start()
-    try:
-        prod = q_p.get(timeout=300)
-        cons = q_c.get(timeout=300)
-    finally:
-        for proc in (p, c):
-            proc.join(30)
-            if proc.is_alive():
-                proc.kill()
+    prod, cons = _pair(p, c, q_p, q_c)
     wall = cons["last"] - prod["first"]
     return {
         "events": n,

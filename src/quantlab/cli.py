@@ -305,6 +305,18 @@ def _strategy_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _progress(label: str) -> Progress:
+    """A transient progress bar on stderr: `label` (a rich template), bar, n of m, time."""
+    return Progress(
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
 def _print_summary(s: RunSummary) -> None:
     table = Table(title=f"quantlab run {s.run_id}", show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
@@ -690,14 +702,7 @@ def bench(
 
     scripts = folder or project_root() / "benchmarks"
     target = out_dir or scripts / "results" / ("bench-quick" if quick else "bench")
-    with Progress(
-        TextColumn("[bold]benchmark {task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with _progress("benchmark {task.description}") as bar:
         task = bar.add_task("", total=None)
 
         def progress(name: str, done: int, total: int) -> None:
@@ -830,14 +835,7 @@ def data_import(
     table = Table()
     for col in ("file", "dataset", "symbols", "rows", "written", "rejected", "flagged"):
         table.add_column(col)
-    with Progress(
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with _progress("{task.description}") as bar:
         for path in paths:
             task = bar.add_task(path.name, total=None)
 

@@ -68,6 +68,14 @@ def _f(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a periodic task and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class _Symbol:
     __slots__ = ("ask", "bid", "history", "kind", "last", "ts", "volume")
 
@@ -135,11 +143,8 @@ class MonitorWriter:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="monitor-writer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
         self.write(status="stopped")
 
     async def _loop(self) -> None:
@@ -403,11 +408,8 @@ class FigurePublisher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
         await self.publish("stopped")
 
     async def _loop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -17,6 +18,19 @@ from quantlab.runs.sweep import combinations, sweep
 from quantlab.testing.notebooks import write_notebook
 
 pytestmark = pytest.mark.integration
+
+
+def local_cluster() -> Any:
+    """A two-worker Dask cluster on 127.0.0.1, standing in for one given by address."""
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
+    )
 
 
 def tiny_notebook(path: Path) -> Path:
@@ -187,17 +201,9 @@ def test_a_run_whose_worker_dies_is_retried_on_another(tmp_path: Path) -> None:
 def test_sweep_on_a_cluster_given_by_address(tmp_path: Path, given_by: str) -> None:
     """`scheduler=ADDRESS` (`quantlab sweep --scheduler`), or ``runs.dask_scheduler`` in the
     configuration alone: the runs go to that cluster."""
-    from dask.distributed import LocalCluster
-
     settings = load_settings(storage={"runs_dir": str(tmp_path / "runs")})
     notebook = tiny_notebook(tmp_path / "tiny.ipynb")
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address="127.0.0.1:0",
-        host="127.0.0.1",
-    ) as cluster:
+    with local_cluster() as cluster:
         assert cluster.scheduler.transition_counter == 0
         by_argument = given_by == "argument"
         if not by_argument:
@@ -223,15 +229,7 @@ def test_per_symbol_backtests_of_the_production_notebook_on_a_cluster_by_configu
     tmp_path: Path,
 ) -> None:
     """``runs.dask_scheduler`` alone sends one production backtest per symbol to a cluster."""
-    from dask.distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address="127.0.0.1:0",
-        host="127.0.0.1",
-    ) as cluster:
+    with local_cluster() as cluster:
         settings = load_settings(
             storage={"runs_dir": str(tmp_path / "runs")},
             runs={"dask_scheduler": cluster.scheduler_address},
