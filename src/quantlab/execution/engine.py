@@ -213,23 +213,22 @@ class ExecutionEngine:
         done, self._published = self._published, []
         self.outbox.mark_published(done)
         sent = 0
-        while True:
-            pending = self.outbox.pending()
-            if not pending:
-                return sent
+        failed = False
+        while not failed and (pending := self.outbox.pending()):
             published: list[str] = []
             for item in pending:
                 try:
                     await self._bus.publish(item.topic, item.message, msg_id=item.msg_id)
-                except Exception as exc:
+                except Exception as exc:  # the rest waits for the next round
                     self.publish_errors += 1
                     log.error("outbox relay: publish of %s failed: %s", item.msg_id, exc)
-                    self.outbox.mark_published(published)
-                    return sent
+                    failed = True
+                    break
                 published.append(item.msg_id)
             self.outbox.mark_published(published)
             sent += len(published)
             self.relayed += len(published)
+        return sent
 
     async def _relay_loop(self) -> None:
         while True:
