@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import faulthandler
+import sys
 import time
 from decimal import Decimal
 
@@ -21,6 +23,7 @@ from quantlab.adapters.alpaca.trading import AlpacaTradingConfig, AlpacaVenue
 from quantlab.bus import Bus, InProcessBus, topics
 from quantlab.core import ids
 from quantlab.core.enums import OrderType, Side, TimeInForce
+from quantlab.core.errors import BusError
 from quantlab.core.messages import Order
 from quantlab.execution import ExecutionEngine, OrderTracker, Router
 from quantlab.execution.faults import arm
@@ -31,6 +34,7 @@ from quantlab.storage.sql.store import SqlOrderStore
 T0 = dt.datetime(2024, 1, 2, 15, 0, tzinfo=dt.UTC)
 KEY, SECRET = "PK-kill-test", "kill-test-secret"
 GRACE_S = 0.3
+HANG_DUMP_S = 45.0  # past the life's own 30 s budget, before the test's 60 s
 
 
 def make_orders(n: int, symbol: str = "AAPL") -> list[Order]:
@@ -94,13 +98,18 @@ async def _life(
     await engine.start(bus)
     for order in make_orders(n_orders):
         await bus.publish(topics.orders("approved"), order, msg_id=order.client_order_id)
-    await bus.drain(timeout=timeout_s)
+    # One budget for the whole life, so that a slow life (a loaded machine) ends by itself,
+    # well before the test gives up on it as hung.
     deadline = time.monotonic() + timeout_s
+    await bus.drain(timeout=timeout_s)
     while engine.tracker.open_orders() and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     left = len(engine.tracker.open_orders())
     await engine.stop()
-    await bus.drain(timeout=timeout_s)
+    try:
+        await bus.drain(timeout=max(1.0, deadline - time.monotonic()))
+    except BusError as exc:  # acknowledgements are flushed by close(); report, don't hang
+        print(f"kill life: final drain: {exc}", file=sys.stderr)
     await bus.close()
     venue.close()
     sql.dispose()
@@ -114,11 +123,16 @@ def life(
     crash: str | None,
     timeout_s: float = 30.0,
     redis: tuple[str, str] | None = None,
+    hang_dump: str | None = None,
 ) -> None:
     """One life of the engine; exits 0 when every order is terminal, 3 if some are not.
 
     With `redis` (url, namespace) the bus is Redis Streams and events go through the outbox.
+    A life still running after `HANG_DUMP_S` writes every thread's stack to `hang_dump`.
     """
     arm(crash)
+    if hang_dump is not None:
+        dump = open(hang_dump, "a")  # noqa: SIM115 - open until the process ends
+        faulthandler.dump_traceback_later(HANG_DUMP_S, exit=False, file=dump)
     left = asyncio.run(_life(db_url, venue_url, n_orders, timeout_s, redis))
     raise SystemExit(0 if left == 0 else 3)

@@ -86,8 +86,12 @@ def run_life(
     kill_when: Callable[[], bool] | None = None,
     redis: tuple[str, str] | None = None,
 ) -> int | None:
+    dump = Path(db_url.removeprefix("sqlite:///")).parent / "hang.txt"
+    dump.unlink(missing_ok=True)
     proc = ctx.Process(
-        target=killtest.life, args=(db_url, fake.url, ORDERS, crash), kwargs={"redis": redis}
+        target=killtest.life,
+        args=(db_url, fake.url, ORDERS, crash),
+        kwargs={"redis": redis, "hang_dump": str(dump)},
     )
     proc.start()
     if kill_when is not None:
@@ -100,7 +104,8 @@ def run_life(
     if proc.is_alive():
         proc.kill()
         proc.join()
-        pytest.fail(f"an engine life (crash={crash}) hung")
+        stacks = dump.read_text() if dump.exists() else "(no stack dump)"
+        pytest.fail(f"an engine life (crash={crash}) hung; its threads:\n{stacks}")
     return proc.exitcode
 
 
