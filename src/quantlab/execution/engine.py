@@ -272,7 +272,10 @@ class ExecutionEngine:
         self.submitted += 1
         if self.data_to_order is not None and order.ts_recv:
             self.data_to_order.update((time.time_ns() - order.ts_recv) / 1e9)
-        if self.tracker.status(coid) is OrderStatus.PENDING_SUBMIT:
+        # Not live any more: the venue's answer closed it already (a paper IOC fills inside
+        # submit). `tracker.live` answers from memory; `tracker.status` would ask SQL.
+        live = self.tracker.live(coid)
+        if live is not None and live.status is OrderStatus.PENDING_SUBMIT:
             await self.on_report(self._event(order, venue, OrderStatus.SUBMITTED))
         if self.halted:  # the halt came while the request was in flight
             await self._cancel(self.tracker.live(coid), "breaker halted during submission")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table, bindparam, select
 
 from quantlab.portfolio.costs import CostRecord
 from quantlab.portfolio.ledger import JournalEntry, Posting
@@ -33,25 +33,37 @@ class SqlPortfolioStore:
         self._insert: Any = (
             postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         )
+        # Statements are built once; each call only binds its values (building and caching
+        # a statement per call cost more than running it).
+        self._insert_entry = (
+            self._insert(_ENTRIES)
+            .values({c: bindparam(c) for c in ("id", "timestamp", "memo", "agent", "strategy")})
+            .on_conflict_do_nothing()
+            .returning(_ENTRIES.c.id)
+        )
+        self._insert_posting = _POSTINGS.insert()
+        self._insert_cost = (
+            self._insert(_COSTS)
+            .values({c.name: bindparam(c.name) for c in _COSTS.columns if c.name != "id"})
+            .on_conflict_do_nothing()
+        )
 
     def record_entry(self, entry: JournalEntry) -> bool:
         with self.engine.begin() as conn:
             done = conn.execute(
-                self._insert(_ENTRIES)
-                .values(
-                    id=entry.id,
-                    timestamp=entry.timestamp,
-                    memo=entry.memo[:256],
-                    agent=entry.agent,
-                    strategy=entry.strategy,
-                )
-                .on_conflict_do_nothing()
-                .returning(_ENTRIES.c.id)
+                self._insert_entry,
+                {
+                    "id": entry.id,
+                    "timestamp": entry.timestamp,
+                    "memo": entry.memo[:256],
+                    "agent": entry.agent,
+                    "strategy": entry.strategy,
+                },
             ).scalar_one_or_none()
             if done is None:
                 return False
             conn.execute(
-                _POSTINGS.insert(),
+                self._insert_posting,
                 [
                     {
                         "entry_id": entry.id,
@@ -68,9 +80,7 @@ class SqlPortfolioStore:
         row = msgspec.structs.asdict(record)
         row["side"] = record.side.value
         with self.engine.begin() as conn:
-            done = conn.execute(
-                self._insert(_COSTS).values(**row).on_conflict_do_nothing()
-            ).rowcount
+            done = conn.execute(self._insert_cost, row).rowcount
         return bool(done)
 
     def record_snapshot(self, positions: list[PositionSnapshot], pnl: list[PnlSnapshot]) -> None:

@@ -95,6 +95,12 @@ class SqlOrderStore:
             .where(_ORDERS.c.client_order_id == bindparam("coid"))
             .with_for_update()  # row lock on PostgreSQL: concurrent fills cannot lose an update
         )
+        by_coid = update(_ORDERS).where(_ORDERS.c.client_order_id == bindparam("coid"))
+        new_status = {"status": bindparam("status"), "updated_at": bindparam("at")}
+        self._set_status = {  # by whether a reason comes with the change
+            False: by_coid.values(new_status),
+            True: by_coid.values(new_status | {"reason": bindparam("reason")}),
+        }
         self._after_fill = (
             update(_ORDERS)
             .where(_ORDERS.c.id == bindparam("oid"))
@@ -136,13 +142,11 @@ class SqlOrderStore:
         *,
         outgoing: Outgoing | None = None,
     ) -> None:
-        values: dict[str, object] = {"status": status, "updated_at": at}
+        params: dict[str, object] = {"coid": client_order_id, "status": status, "at": at}
         if reason:
-            values["reason"] = reason[:512]
+            params["reason"] = reason[:512]
         with self.status_engine.begin() as conn:
-            done = conn.execute(
-                update(_ORDERS).where(_ORDERS.c.client_order_id == client_order_id).values(values)
-            )
+            done = conn.execute(self._set_status[bool(reason)], params)
             if done.rowcount == 0:
                 raise StorageError(f"no order with client_order_id {client_order_id!r}")
             if outgoing is not None:
