@@ -256,8 +256,9 @@ class CostEngine:
         everything_ok = bool(ok.all())
         ts, ts_nulls = _epoch_ns(frame["timestamp"])
         bars = batch.kind is EventType.BAR
-        if bars:
-            closes, volumes = frame["close"].to_list(), frame["volume"].to_list()
+        if bars:  # nulls are NaN here, skipped like any price or volume that is not > 0
+            closes = frame["close"].cast(pl.Float64).to_numpy()
+            volumes = frame["volume"].cast(pl.Float64).to_numpy()
         for symbol, rows in _by_symbol(frame["symbol"].to_list()):
             good = rows if everything_ok else rows[ok[rows]]
             if not len(good):
@@ -273,8 +274,7 @@ class CostEngine:
             if self._waiting.get(sym):
                 self._waiting[sym] = [o for o in self._waiting[sym] if not self._arrive(o)]
             if bars:
-                picked = rows.tolist()
-                self._bar_stats(sym, [closes[i] for i in picked], [volumes[i] for i in picked])
+                self._bar_stats(sym, closes[rows], volumes[rows])
             self._last[sym] = (int(sym_ts[-1]), float(prices[-1]))
 
     def _remember(self, symbol: str, ts: npt.NDArray[Any], prices: npt.NDArray[Any]) -> None:
@@ -284,20 +284,25 @@ class CostEngine:
         else:
             recent.add(ts, prices)
 
-    def _bar_stats(self, symbol: str, closes: list[float], volumes: list[float]) -> None:
+    def _bar_stats(
+        self, symbol: str, closes: npt.NDArray[np.float64], volumes: npt.NDArray[np.float64]
+    ) -> None:
+        """Add a symbol's bars (in order) to its windows of close-to-close returns (between
+        consecutive valid closes, across batches) and of their bars' volumes; a close that is
+        not > 0 (or null, NaN here) skips its bar, a volume that is not > 0 only itself."""
         rets = self._returns.setdefault(symbol, deque(maxlen=self.window))
         vols = self._volumes.setdefault(symbol, deque(maxlen=self.window))
-        prev = self._last_close.get(symbol)
-        for close, volume in zip(closes, volumes, strict=True):
-            if close is None or not close > 0:
-                continue
-            if prev is not None:
-                rets.append(close / prev - 1.0)
-            prev = close
-            if volume is not None and volume > 0:
-                vols.append(float(volume))
-        if prev is not None:
-            self._last_close[symbol] = prev
+        with np.errstate(invalid="ignore"):
+            valid = closes > 0
+            c = closes[valid]
+            v = volumes[valid & (volumes > 0)]
+        if len(c):
+            prev = self._last_close.get(symbol)
+            seq = c if prev is None else np.concatenate(([prev], c))
+            # only the newest `window` can stay in the deque
+            rets.extend((seq[1:] / seq[:-1] - 1.0)[-self.window :].tolist())
+            self._last_close[symbol] = float(c[-1])
+        vols.extend(v[-self.window :].tolist())
 
     async def _on_fill(self, envelope: Envelope) -> None:
         fill: Fill = envelope.payload

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import deque
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from quantlab.core.enums import EventType, OrderType, Side, TimeInForce
@@ -136,3 +138,45 @@ async def test_marks_are_each_symbols_last_price_when_valid() -> None:
     bars = {"symbol": ["C/USD"], "open": [1.0], "close": [9.5]}
     await engine._on_marks(env(EventType.BAR, bars, [10]))
     assert engine.portfolio.marks["C/USD"] == Decimal("9.5")
+
+
+def _bar_stats_by_the_definition(
+    closes: list[float | None], volumes: list[float | None], window: int
+) -> tuple[list[float], list[float]]:
+    """One bar at a time: a close that is not > 0 skips its bar; a return between
+    consecutive valid closes; a volume only when > 0."""
+    rets: deque[float] = deque(maxlen=window)
+    vols: deque[float] = deque(maxlen=window)
+    prev = None
+    for close, volume in zip(closes, volumes, strict=True):
+        if close is None or not close > 0:
+            continue
+        if prev is not None:
+            rets.append(close / prev - 1.0)
+        prev = close
+        if volume is not None and volume > 0:
+            vols.append(float(volume))
+    return list(rets), list(vols)
+
+
+async def test_bar_statistics_equal_the_bar_by_bar_definition_over_any_batch_split() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        window = int(rng.integers(1, 40))
+        n = int(rng.integers(0, 200))
+        closes: list[float | None] = [float(x) for x in rng.normal(100, 1, n)]
+        volumes: list[float | None] = [float(x) for x in rng.gamma(2, 3, n)]
+        for values in (closes, volumes):  # nulls, NaN, 0 and negatives
+            for i, u in enumerate(rng.random(n)):
+                values[i] = None if u < 0.05 else nan if u < 0.1 else 0.0 if u < 0.15 else (
+                    -1.0 if u < 0.2 else values[i]
+                )  # fmt: skip
+        costs = CostEngine(BOOK, window=window)
+        cuts = sorted(rng.integers(0, n + 1, 4).tolist())
+        for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+            if a < b:
+                rows = {"symbol": ["A/USD"] * (b - a), "close": closes[a:b], "volume": volumes[a:b]}
+                await costs._on_market(env(EventType.BAR, rows, list(range(a, b))))
+        rets, vols = _bar_stats_by_the_definition(closes, volumes, window)
+        assert list(costs._returns.get("A/USD", [])) == rets, trial
+        assert list(costs._volumes.get("A/USD", [])) == vols, trial
