@@ -366,6 +366,8 @@ class IndicatorSet:
             "ask_size": "ask_size",
         }
         self.symbols = SymbolCodes()
+        # (symbols, input columns) the indicators' state was last grown for
+        self._prepared_for: tuple[int, frozenset[str]] | None = None
 
     @property
     def outputs(self) -> list[str]:
@@ -384,8 +386,11 @@ class IndicatorSet:
         }
         n_symbols = len(self.symbols)
         outs = [ind.allocate(len(codes)) for ind in self.indicators]
-        for ind in self.indicators:
-            ind.prepare(n_symbols, cols)
+        shape = (n_symbols, frozenset(cols))
+        if shape != self._prepared_for:  # a new symbol (or input): grow every state first
+            for ind in self.indicators:
+                ind.prepare(n_symbols, cols)
+            self._prepared_for = shape
         split = _split_point(codes) if len(codes) >= _PARALLEL_ROWS else None
         if split is None:
             self._compute(codes, cols, outs, 0, len(codes))

@@ -42,6 +42,16 @@ class SqlPortfolioStore:
             .returning(_ENTRIES.c.id)
         )
         self._insert_posting = _POSTINGS.insert()
+        self._upsert_snapshot: dict[str, Any] = {}
+        for table, keys in (
+            (_POSITIONS, ("timestamp", "symbol")),
+            (_PNL, ("timestamp", "currency")),
+        ):
+            stmt = self._insert(table)
+            fresh = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
+            self._upsert_snapshot[table.name] = stmt.on_conflict_do_update(
+                index_elements=list(keys), set_=fresh
+            )
         self._insert_cost = (
             self._insert(_COSTS)
             .values({c.name: bindparam(c.name) for c in _COSTS.columns if c.name != "id"})
@@ -86,18 +96,12 @@ class SqlPortfolioStore:
     def record_snapshot(self, positions: list[PositionSnapshot], pnl: list[PnlSnapshot]) -> None:
         # A second snapshot at the same time (the final one at stop) replaces the first.
         with self.engine.begin() as conn:
-            for table, rows, keys in (
-                (_POSITIONS, positions, ("timestamp", "symbol")),
-                (_PNL, pnl, ("timestamp", "currency")),
-            ):
-                if not rows:
-                    continue
-                stmt = self._insert(table)
-                fresh = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
-                conn.execute(
-                    stmt.on_conflict_do_update(index_elements=list(keys), set_=fresh),
-                    [msgspec.structs.asdict(r) for r in rows],
-                )
+            for table, rows in ((_POSITIONS, positions), (_PNL, pnl)):
+                if rows:
+                    conn.execute(
+                        self._upsert_snapshot[table.name],
+                        [msgspec.structs.asdict(r) for r in rows],
+                    )
 
     # -- reading back ------------------------------------------------------------------------
     def entries(self) -> list[JournalEntry]:
