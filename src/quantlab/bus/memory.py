@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Collection
 from typing import Any
 
 from quantlab.bus import topics
@@ -199,6 +200,13 @@ class InProcessBus:
     ----------
     maxsize, ack_timeout, max_deliveries
         Defaults for new subscriptions (each subscription may override them).
+    urgent, urgent_defer_s
+        Consumers (by name) whose work goes first: while any of them has a message queued or
+        in hand, every other consumer waits (at most `urgent_defer_s` per message) before
+        handling its next one. A live engine names its order path (features, strategies,
+        order builder, risk, execution), so that a signal does not queue behind every
+        market-data handler of the batch that caused it. Empty (the default, and a
+        backtest's): consumers take turns in the order messages reach them.
     """
 
     def __init__(
@@ -207,8 +215,18 @@ class InProcessBus:
         maxsize: int = DEFAULT_MAXSIZE,
         ack_timeout: float = DEFAULT_ACK_TIMEOUT,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        urgent: Collection[str] = (),
+        urgent_defer_s: float = 0.005,
     ) -> None:
+        if not urgent_defer_s > 0:
+            raise BusError(f"urgent_defer_s must be > 0 seconds, got {urgent_defer_s}")
         self._defaults = (maxsize, ack_timeout, max_deliveries)
+        self.urgent = frozenset(urgent)
+        self.urgent_defer_s = urgent_defer_s
+        self._urgent_subs: list[InProcessSubscription] = []
+        self._urgent_idle = asyncio.Event()
+        self._urgent_idle.set()
+        self.deferred = 0  # messages a consumer held back for urgent work
         self._subs: list[InProcessSubscription] = []
         self._routes: dict[str, tuple[InProcessSubscription, ...]] = {}
         self._tasks: dict[InProcessSubscription, asyncio.Task[None]] = {}
@@ -249,6 +267,8 @@ class InProcessBus:
             max_deliveries if max_deliveries is not None else d_del,
         )
         self._subs.append(sub)
+        if name in self.urgent:
+            self._urgent_subs.append(sub)
         self._routes.clear()
         return sub
 
@@ -270,6 +290,12 @@ class InProcessBus:
         return sub
 
     async def _run_handler(self, sub: InProcessSubscription, handler: Handler) -> None:
+        if self.urgent:
+            handler = (
+                self._urgent_handler(handler)
+                if sub.name in self.urgent
+                else self._deferring_handler(sub, handler)
+            )
         await run_consumer(
             sub,
             handler,
@@ -279,7 +305,38 @@ class InProcessBus:
             waited=lambda: self._settle_wait.pop(sub, 0.0),
         )
 
+    def _urgent_handler(self, handler: Handler) -> Handler:
+        async def urgent(envelope: Envelope) -> None:
+            try:
+                await handler(envelope)
+            finally:  # this envelope is still in flight until acked: it is the "- 1"
+                if self._urgent_pending() - 1 <= 0:
+                    self._urgent_idle.set()
+
+        return urgent
+
+    def _urgent_pending(self) -> int:
+        return sum(s.queued + s.in_flight for s in self._urgent_subs)
+
+    def _deferring_handler(self, sub: InProcessSubscription, handler: Handler) -> Handler:
+        async def deferring(envelope: Envelope) -> None:
+            if not self._urgent_idle.is_set() and not self._urgent_pending():
+                self._urgent_idle.set()  # urgent envelopes dropped unhandled (a closed sub)
+            if not self._urgent_idle.is_set():
+                self.deferred += 1
+                started = time.perf_counter()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent_idle.wait(), self.urgent_defer_s)
+                # waiting for others is not this handler's time (as with `settle`)
+                waited = time.perf_counter() - started
+                self._settle_wait[sub] = self._settle_wait.get(sub, 0.0) + waited
+            await handler(envelope)
+
+        return deferring
+
     def _unsubscribe(self, sub: InProcessSubscription, outstanding: int) -> None:
+        if sub in self._urgent_subs:
+            self._urgent_subs.remove(sub)
         if sub in self._subs:
             self._subs.remove(sub)
             self._routes.clear()
@@ -310,6 +367,8 @@ class InProcessBus:
             return msg_id
         self._outstanding += len(subs)
         self._idle.clear()
+        if self._urgent_subs and any(sub.name in self.urgent for sub in subs):
+            self._urgent_idle.clear()
         for sub in subs:
             await sub._put(Envelope(id=msg_id, topic=topic, payload=payload, ts_publish=ts))
         return msg_id

@@ -89,6 +89,14 @@ Progress = Callable[[int, int], None]
 Mode = Literal["backtest", "live"]
 Role = Literal["all", "ingest", "strategy", "execution"]
 ROLES: tuple[Role, ...] = ("all", "ingest", "strategy", "execution")
+# The consumers from a market batch to the venue: a live in-process bus runs them first.
+ORDER_PATH = (
+    FeatureEngine.name,
+    StrategyEngine.name,
+    OrderBuilder.name,
+    RiskEngine.name,
+    ExecutionEngine.name,
+)
 
 # The monitor snapshot's figures each role owns (the rest belong to the execution role).
 ROLE_FIGURES: dict[str, tuple[str, ...]] = {
@@ -407,8 +415,10 @@ class Node:
     def _make_bus(self, settings: Settings, mode: Mode) -> InProcessBus | RedisStreamsBus:
         """The in-process bus, or (live, ``bus.backend = "redis"``) Redis Streams."""
         b = settings.bus
-        if mode == "backtest" or b.backend == "memory":
+        if mode == "backtest":  # consumers take turns in message order: deterministic
             return InProcessBus()
+        if b.backend == "memory":  # live: the order path before the other market-data work
+            return InProcessBus(urgent=ORDER_PATH)
         try:
             import redis.asyncio as aioredis
 
