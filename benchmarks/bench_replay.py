@@ -441,10 +441,37 @@ if __name__ == "__main__":
         default=1200.0,
         help="wall-clock budget of the growth cases (default 1200)",
     )
-    ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # the child's JSON spec
+    ap.add_argument(
+        "--case",
+        default=None,
+        help="run one case in this process, given as JSON (what the full run spawns), e.g. "
+        """'{"kind": "synthetic", "strategy": "ema_cross", "events": 1000000, "symbols": 100}'""",
+    )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="with --case: profile it (cProfile) and write the top functions to this file",
+    )
     args = ap.parse_args()
     if args.case is not None:
-        print(json.dumps(run_case(json.loads(args.case))))
+        spec = json.loads(args.case)
+        if args.profile is None:
+            print(json.dumps(run_case(spec)))
+            sys.exit(0)
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(run_case, spec)
+        text_out = io.StringIO()
+        text_out.write(f"cProfile of bench_replay.py --case '{args.case}'\n")
+        text_out.write(f"{result['events']:,} events, {result['fills']:,} fills, ")
+        text_out.write(f"{result['seconds']:.1f} s under the profiler\n")
+        for key, n in (("tottime", 30), ("cumulative", 30)):
+            pstats.Stats(profiler, stream=text_out).sort_stats(key).print_stats(n)
+        args.profile.write_text(text_out.getvalue())
+        print(json.dumps(result))
         sys.exit(0)
     buf = io.StringIO()
     out = main(args.quick, args.budget_s)
