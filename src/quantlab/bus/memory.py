@@ -202,11 +202,12 @@ class InProcessBus:
         Defaults for new subscriptions (each subscription may override them).
     urgent, urgent_defer_s
         Consumers (by name) whose work goes first: while any of them has a message queued or
-        in hand, every other consumer waits (at most `urgent_defer_s` per message) before
-        handling its next one. A live engine names its order path (features, strategies,
-        order builder, risk, execution), so that a signal does not queue behind every
-        market-data handler of the batch that caused it. Empty (the default, and a
-        backtest's): consumers take turns in the order messages reach them.
+        in hand, every other consumer waits before handling its next one, but never past
+        `urgent_defer_s` after that urgent work began (an urgent handler waiting on a venue's
+        answer holds the others back once, not on every message). A live engine names its
+        order path (features, strategies, order builder, risk, execution), so that a signal
+        does not queue behind every market-data handler of the batch that caused it. Empty
+        (the default, and a backtest's): consumers take turns in the order messages reach them.
     """
 
     def __init__(
@@ -226,6 +227,7 @@ class InProcessBus:
         self._urgent_subs: list[InProcessSubscription] = []
         self._urgent_idle = asyncio.Event()
         self._urgent_idle.set()
+        self._urgent_until = 0.0  # others defer until then (perf_counter), at most
         self.deferred = 0  # messages a consumer held back for urgent work
         self._subs: list[InProcessSubscription] = []
         self._routes: dict[str, tuple[InProcessSubscription, ...]] = {}
@@ -322,11 +324,11 @@ class InProcessBus:
         async def deferring(envelope: Envelope) -> None:
             if not self._urgent_idle.is_set() and not self._urgent_pending():
                 self._urgent_idle.set()  # urgent envelopes dropped unhandled (a closed sub)
-            if not self._urgent_idle.is_set():
+            started = time.perf_counter()
+            if not self._urgent_idle.is_set() and started < self._urgent_until:
                 self.deferred += 1
-                started = time.perf_counter()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent_idle.wait(), self.urgent_defer_s)
+                    await asyncio.wait_for(self._urgent_idle.wait(), self._urgent_until - started)
                 # waiting for others is not this handler's time (as with `settle`)
                 waited = time.perf_counter() - started
                 self._settle_wait[sub] = self._settle_wait.get(sub, 0.0) + waited
@@ -368,6 +370,8 @@ class InProcessBus:
         self._outstanding += len(subs)
         self._idle.clear()
         if self._urgent_subs and any(sub.name in self.urgent for sub in subs):
+            if self._urgent_idle.is_set():  # urgent work starts: others defer until at most
+                self._urgent_until = time.perf_counter() + self.urgent_defer_s
             self._urgent_idle.clear()
         for sub in subs:
             await sub._put(Envelope(id=msg_id, topic=topic, payload=payload, ts_publish=ts))

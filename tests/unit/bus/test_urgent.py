@@ -81,3 +81,27 @@ async def test_a_consumer_waits_for_urgent_work_at_most_urgent_defer_s() -> None
 def test_urgent_defer_s_must_be_positive() -> None:
     with pytest.raises(BusError, match="urgent_defer_s must be > 0 seconds, got 0"):
         InProcessBus(urgent=("x",), urgent_defer_s=0)
+
+
+async def test_urgent_work_holds_the_others_back_once_not_on_every_message() -> None:
+    bus = InProcessBus(urgent=("venue",), urgent_defer_s=0.05)
+    handled: list[float] = []
+    t0 = time.perf_counter()
+
+    async def venue(env: Envelope) -> None:
+        await asyncio.sleep(1.0)
+
+    async def monitor(env: Envelope) -> None:
+        handled.append(time.perf_counter() - t0)
+
+    bus.consume("a", venue, name="venue")
+    bus.consume("b", monitor, name="monitor")
+    await asyncio.sleep(0)
+    await bus.publish("a", 1)
+    for k in range(20):
+        await bus.publish("b", k)
+    await bus.drain(timeout=5)
+    await bus.close()
+    assert len(handled) == 20
+    assert handled[-1] < 0.5  # not 20 x 50 ms: the venue's wait began one episode
+    assert bus.deferred == 1
