@@ -96,7 +96,7 @@ class SqlOrderStore:
             .with_for_update()  # row lock on PostgreSQL: concurrent fills cannot lose an update
         )
         by_coid = update(_ORDERS).where(_ORDERS.c.client_order_id == bindparam("coid"))
-        new_status = {"status": bindparam("status"), "updated_at": bindparam("at")}
+        new_status: dict[str, Any] = {"status": bindparam("status"), "updated_at": bindparam("at")}
         self._set_status = {  # by whether a reason comes with the change
             False: by_coid.values(new_status),
             True: by_coid.values(new_status | {"reason": bindparam("reason")}),
