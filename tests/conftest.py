@@ -22,11 +22,14 @@ def data_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_quantlab_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never read the developer's QUANTLAB_* settings."""
+    """Tests never read the developer's QUANTLAB_* settings (the reliability report's file,
+    which is not a setting, is kept)."""
     import os
 
+    from quantlab.testing.reliability import ENV
+
     for key in list(os.environ):
-        if key.startswith("QUANTLAB_"):
+        if key.startswith("QUANTLAB_") and key != ENV:
             monkeypatch.delenv(key)
 
 

@@ -8,16 +8,21 @@ partition's parts into its main file and then deletes them. The main file record
 of the parts it absorbed (Parquet key-value metadata ``quantlab.parts``), so a crash between
 writing the main file and deleting the parts never makes a reader count rows twice. Every file
 is written to a temporary name, fsynced and renamed: a crash leaves the old file or the new
-one, never a partial one. `retain` moves days past the hot horizon to a cold tier and deletes
-them past the retention horizon.
+one, never a partial one. A writer killed mid-write leaves its temporary file behind
+(``.tmp-<host>-<pid>-...``, never read); `sweep_temporaries` deletes those whose writer is
+dead (this host) or that are over an hour old (another host), and `compact` runs it first.
+`retain` moves days past the hot horizon to a cold tier and deletes them past the retention
+horizon.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterable
@@ -32,6 +37,8 @@ from quantlab.core.errors import DataError, StorageError
 _TMP_PREFIX = ".tmp-"
 _PARTS = ".parts"
 _META_KEY = "quantlab.parts"
+_HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
+_FOREIGN_TMP_S = 3600.0  # another host's temporary file older than this is abandoned
 
 
 def safe_symbol(symbol: str) -> str:
@@ -60,7 +67,8 @@ def atomic_write_parquet(
 ) -> None:
     """Write `frame` to `target` so that readers see the old file or the new one, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}-{target.name}"
+    # The name says which host and process writes it, for `Lake.sweep_temporaries`.
+    tmp = target.parent / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex}-{target.name}"
     try:
         frame.write_parquet(tmp, compression="zstd", statistics=True, metadata=metadata)
         _fsync(tmp)
@@ -69,6 +77,28 @@ def atomic_write_parquet(
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _abandoned(tmp: Path, now: float) -> bool:
+    """Whether the writer of temporary file `tmp` is gone (see `Lake.sweep_temporaries`)."""
+    fields = tmp.name[len(_TMP_PREFIX) :].split("-", 2)
+    try:
+        age = now - tmp.stat().st_mtime
+    except FileNotFoundError:
+        return False  # renamed or removed meanwhile
+    if len(fields) == 3 and fields[0] == _HOST and fields[1].isdigit():
+        return int(fields[1]) != os.getpid() and not _pid_alive(int(fields[1]))
+    return age > _FOREIGN_TMP_S  # another host's, or an older name without a pid
 
 
 def _utc_date(value: dt.datetime) -> dt.date:
@@ -138,8 +168,29 @@ class Lake:
         self.append(frame, dataset)
         return [self._compact_partition(dataset, day, symbol) for symbol, day in sorted(touched)]
 
+    def sweep_temporaries(self) -> int:
+        """Delete the temporary files of writers that died mid-write; returns how many.
+
+        A temporary file of this host is abandoned when the process that writes it is no
+        longer alive; one of another host (a lake on shared storage), when it is over an hour
+        old. Readers never see temporary files, so this only reclaims space.
+        """
+        now = time.time()
+        swept = 0
+        for tier in self._tiers():
+            if not tier.is_dir():
+                continue
+            for tmp in tier.rglob(f"{_TMP_PREFIX}*"):
+                if tmp.is_file() and _abandoned(tmp, now):
+                    tmp.unlink(missing_ok=True)
+                    swept += 1
+        return swept
+
     def compact(self, dataset: str | None = None) -> int:
-        """Merge every partition's part files into its main file; returns partitions merged."""
+        """Merge every partition's part files into its main file; returns partitions merged.
+
+        Sweeps abandoned temporary files first (`sweep_temporaries`)."""
+        self.sweep_temporaries()
         merged = 0
         for ds in [dataset] if dataset else self.datasets():
             base = self.root / ds

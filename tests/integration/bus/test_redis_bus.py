@@ -28,7 +28,8 @@ instances, batched entries (`publish_many`), a poison message inside a batched e
 from the dead-letter stream by another bus, two bus instances as producer and consumer,
 competing consumers of one group, and a consumer that dies (closed without acking, or a
 subprocess killed with SIGKILL) whose pending messages another consumer takes over with
-XAUTOCLAIM. The crash test (50 SIGKILLs, 100,000 messages) is ``test_redis_crash.py``.
+XAUTOCLAIM. The crash test (50 SIGKILLs, 100,000 messages) is
+``tests/reliability/test_kill_bus_consumer.py``.
 """
 
 from __future__ import annotations

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
-import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -235,78 +232,6 @@ def test_an_escalation_never_overwrites_a_kill_written_meanwhile(tmp_path: Path)
 
 
 # -- other processes ------------------------------------------------------------------------
-
-_TRIP_AND_WAIT = textwrap.dedent(
-    """
-    import asyncio, sys
-    from decimal import Decimal
-    from quantlab.bus import InProcessBus, topics
-    from quantlab.core.clock import SimulatedClock
-    from quantlab.core.enums import BreakerState, OrderStatus
-    from quantlab.core.instruments import InstrumentBook
-    from quantlab.core.messages import OrderEvent
-    from quantlab.risk import BreakerConfig, RiskEngine, RiskLimits
-    import datetime as dt, uuid
-
-    async def main(path: str) -> None:
-        bus = InProcessBus()
-        engine = RiskEngine(
-            RiskLimits(max_position_notional=Decimal(1), max_order_notional=Decimal(1)),
-            InstrumentBook(Decimal("0.01"), Decimal("0.01")),
-            SimulatedClock(1_515_560_100_000_000_000),
-            breaker=BreakerConfig(state_path=path, max_errors=2, watch_s=3600),
-        )
-        await engine.start(bus)
-        for i in range(3):  # three venue rejections > max_errors 2
-            event = OrderEvent(
-                order_id=uuid.uuid4(), client_order_id=f"c{i}", symbol="ETH/BTC",
-                status=OrderStatus.REJECTED, venue="paper",
-                timestamp=dt.datetime(2018, 1, 10, tzinfo=dt.UTC),
-            )
-            await bus.publish(topics.orders("rejected"), event, msg_id=f"c{i}:rejected")
-        await bus.drain()
-        assert engine.breaker.state is BreakerState.HALTED
-        print("ready", flush=True)
-        await asyncio.sleep(3600)
-
-    asyncio.run(main(sys.argv[1]))
-    """
-)
-
-
-def _wait_for_line(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bytes:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "the child did not signal readiness"
-    return proc.stdout.readline()
-
-
-def test_the_state_survives_kill_9(tmp_path: Path) -> None:
-    path = tmp_path / "breaker.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _TRIP_AND_WAIT, str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        line = _wait_for_line(proc)
-        assert line.strip() == b"ready", proc.stderr.read() if proc.stderr else line
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-    record = read_state(path)
-    assert record is not None
-    assert (record.state, record.trigger) == (HALTED, "error_rate")
-    assert record.pid == proc.pid
-    restarted = CircuitBreaker(BreakerConfig(state_path=str(path)))
-    assert restarted.state is HALTED
-    assert "3 errors (3 venue_reject)" in restarted.record.reason
 
 
 def _run_python(code: str, *args: str) -> None:

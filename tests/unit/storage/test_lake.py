@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import random
-import signal
+import os
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -229,76 +226,27 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(
     assert _tmp_files(tmp_path) == []
 
 
-_WRITER = """
-import sys
-from pathlib import Path
-import numpy as np
-import polars as pl
-from quantlab.storage.lake import atomic_write_parquet
+def test_sweep_removes_the_temporary_files_of_dead_writers_only(tmp_path: Path) -> None:
+    from quantlab.storage import lake as lake_module
 
-target, rows = Path(sys.argv[1]), int(sys.argv[2])
-rng = np.random.default_rng(7)
-frame = pl.DataFrame({"a": rng.random(rows), "b": rng.integers(0, 1 << 62, rows)})
-print("ready", flush=True)
-sys.stdin.readline()
-while True:
-    atomic_write_parquet(frame, target)
-    print("w", flush=True)
-"""
-_KILL_ROWS = 131_072  # 2 MiB of incompressible data per write
-
-
-def _expected_kill_frame() -> pl.DataFrame:
-    rng = np.random.default_rng(7)
-    return pl.DataFrame({"a": rng.random(_KILL_ROWS), "b": rng.integers(0, 1 << 62, _KILL_ROWS)})
-
-
-def test_sigkill_during_writes_never_leaves_a_partial_file(tmp_path: Path) -> None:
-    """Kill a writer that rewrites the same target in a loop, 20 times at random moments."""
-    target = tmp_path / "bar" / "2018-01-10" / "ETH%2FBTC.parquet"
-    expected = _expected_kill_frame()
-    rng = random.Random(20180110)
-    kills, lookahead = 20, 3
-
-    def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(target), str(_KILL_ROWS)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-
-    # Writers start (import polars, build the frame) ahead of their turn, to keep this fast.
-    waiting = deque(spawn() for _ in range(lookahead))
-    started = lookahead
-    seen_complete = 0
-    try:
-        for k in range(kills):
-            proc = waiting.popleft()
-            if started < kills:
-                waiting.append(spawn())
-                started += 1
-            assert proc.stdout is not None
-            assert proc.stdin is not None
-            assert proc.stdout.readline() == b"ready\n"
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-            if k % 2:  # half the kills come after a first complete write, so the target exists
-                assert proc.stdout.readline() == b"w\n"
-            time.sleep(rng.uniform(0.0, 0.06))
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=10) == -signal.SIGKILL
-            proc.stdin.close()
-            proc.stdout.close()
-            if target.exists():
-                assert_frame_equal(pl.read_parquet(target), expected)
-                seen_complete += 1
-    finally:
-        for proc in waiting:
-            proc.kill()
-            proc.communicate()
-    assert seen_complete > 0
-    # Killed writers may leave temp files behind; readers of the lake never see them.
-    assert {p.name for p in target.parent.iterdir()} - {target.name} == {
-        p.name for p in _tmp_files(tmp_path)
+    day = tmp_path / "bar" / "2018-01-10"
+    parts = day / ".parts" / "ETH%2FBTC"
+    parts.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = lake_module._HOST
+    files = {
+        "dead": parts / f".tmp-{host}-{dead.pid}-{'a' * 32}-part-1.parquet",
+        "alive": day / f".tmp-{host}-{os.getpid()}-{'b' * 32}-ETH%2FBTC.parquet",
+        "foreign_fresh": day / f".tmp-ffffffff-1-{'c' * 32}-ETH%2FBTC.parquet",
+        "foreign_old": day / f".tmp-ffffffff-2-{'d' * 32}-ETH%2FBTC.parquet",
     }
-    assert Lake(tmp_path).files("bar") == [target]
+    assert host != "ffffffff"
+    for path in files.values():
+        path.write_bytes(b"PAR1 half a file")
+    old = time.time() - 2 * 3600
+    os.utime(files["foreign_old"], (old, old))
+    assert Lake(tmp_path).sweep_temporaries() == 2
+    assert sorted(p.name for p in _tmp_files(tmp_path)) == sorted(
+        files[k].name for k in ("alive", "foreign_fresh")
+    )

@@ -7,12 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import random
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -258,115 +253,6 @@ def test_files_never_list_temporary_files(tmp_path: Path, bars: pl.DataFrame) ->
     assert lake.compact() == 1
     assert_frame_equal(pl.read_parquet(main), eth)
     assert lake.inventory()["rows"].to_list() == [eth.height]
-
-
-# -- kill -9 while appending and compacting -------------------------------------------------
-
-_KILL_PROCS = 20
-_KILL_CHUNK = 6
-
-_APPENDER = """
-import sys
-import time
-from pathlib import Path
-
-import polars as pl
-
-from quantlab.storage.lake import Lake
-
-root, source, k, procs, chunk = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
-frame = pl.read_parquet(source)
-frame = frame.filter(
-    pl.col("symbol").is_in(["ETH/BTC", "ADA/BTC", "LTC/BTC"]),
-    pl.col("timestamp") < pl.datetime(2018, 1, 13, time_zone="UTC"),
-).sort("timestamp", "symbol")
-lake = Lake(Path(root))
-print("ready", flush=True)
-sys.stdin.readline()
-for c in range(k, -(-frame.height // chunk), procs):  # this process's chunks only
-    lake.append(frame.slice(c * chunk, chunk), "bar")
-    print(f"a {c}", flush=True)
-    lake.compact()
-    print(f"c {c}", flush=True)
-print("done", flush=True)
-time.sleep(60)
-"""
-
-
-def _kill_frame() -> pl.DataFrame:
-    return (
-        pl.read_parquet(BARS_FILE)
-        .filter(
-            pl.col("symbol").is_in(["ETH/BTC", "ADA/BTC", "LTC/BTC"]),
-            pl.col("timestamp") < dt.datetime(2018, 1, 13, tzinfo=dt.UTC),
-        )
-        .sort("timestamp", "symbol")
-    )
-
-
-def test_sigkill_during_append_and_compact_never_duplicates_or_invents_rows(
-    tmp_path: Path,
-) -> None:
-    """20 writers, each appending (and compacting) its own rows, killed at seeded moments."""
-    root = tmp_path / "lake"
-    frame = _kill_frame()
-    lake = Lake(root)
-    rng = random.Random(20180110)
-
-    def spawn(k: int) -> subprocess.Popen[bytes]:
-        args = [str(root), str(BARS_FILE), str(k), str(_KILL_PROCS), str(_KILL_CHUNK)]
-        return subprocess.Popen(
-            [sys.executable, "-c", _APPENDER, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-
-    lookahead = 3  # writers import polars ahead of their turn
-    waiting = deque(spawn(k) for k in range(lookahead))
-    started = lookahead
-    acknowledged: set[int] = set()
-    try:
-        for _ in range(_KILL_PROCS):
-            proc = waiting.popleft()
-            if started < _KILL_PROCS:
-                waiting.append(spawn(started))
-                started += 1
-            assert proc.stdout is not None
-            assert proc.stdin is not None
-            assert proc.stdout.readline() == b"ready\n"
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-            time.sleep(rng.uniform(0.0, 0.35))
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=10) == -signal.SIGKILL
-            proc.stdin.close()
-            lines = proc.stdout.read().decode().split()
-            proc.stdout.close()
-            acked = {int(c) for tag, c in zip(lines[::2], lines[1::2], strict=False) if tag == "a"}
-            acknowledged |= acked
-
-            files = lake.files("bar")
-            assert not [p for p in files if p.name.startswith(".tmp-")]
-            if not files:
-                continue
-            got = lake.scan("bar").collect()
-            # No row twice, every row one that was written, every acknowledged row there.
-            assert got.select("symbol", "timestamp").is_duplicated().sum() == 0
-            assert got.join(frame, on=frame.columns, how="anti", nulls_equal=True).height == 0
-            want = pl.concat([frame.slice(c * _KILL_CHUNK, _KILL_CHUNK) for c in acknowledged])
-            assert want.join(got, on=frame.columns, how="anti", nulls_equal=True).height == 0
-    finally:
-        for proc in waiting:
-            proc.kill()
-            proc.communicate()
-    assert acknowledged, "no writer got as far as one append"
-    # A last compaction leaves only main files, holding the same rows.
-    got = lake.scan("bar").collect()
-    lake.compact()
-    assert _part_files(root) == []
-    after = lake.scan("bar").collect()
-    assert_frame_equal(_sorted(after), _sorted(got))
-    assert after.select("symbol", "timestamp").is_duplicated().sum() == 0
 
 
 # -- retention -------------------------------------------------------------------------------
