@@ -8,7 +8,11 @@ The order path, and what a crash at each step leaves behind (`faults` names the 
 3. a definite refusal (`VenueRejectedError`) is REJECTED; anything else that fails (timeout,
    5xx, a dropped connection) is UNKNOWN: the order may be at the venue. An UNKNOWN order is
    never resubmitted: the resolver queries the venue until it answers, and only believes an
-   order absent once the venue has not known it for `not_found_grace_s`;
+   order absent once the venue has not known it for `not_found_grace_s` (REJECTED). That is a
+   belief, not the venue's word: the resolver keeps asking about such an order for
+   `absent_watch_s`, and an order closed as absent that the venue reports after all (a query
+   finds it, a fill or a status arrives) is **reopened** with the venue's state, so a late
+   venue never leaves an order that trades marked REJECTED;
 4. fills (`fill_received`) are committed, deduplicated on (venue, trade_id) (`fill_committed`),
    then published on ``orders.filled``.
 
@@ -31,6 +35,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from quantlab.bus import topics
@@ -67,6 +72,26 @@ _EVENT_TOPIC = {
     OrderStatus.UNKNOWN: "unknown",
 }
 _UNSETTLED = (OrderStatus.UNKNOWN,)
+# Statuses only a venue reports: one about an order closed as absent proves it is there.
+_VENUE_REPORTED = frozenset(
+    {
+        OrderStatus.ACCEPTED,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.EXPIRED,
+    }
+)
+
+
+@dataclass(slots=True)
+class _Absent:
+    """An order closed as absent: its venue, when it was closed and when to ask next
+    (monotonic seconds)."""
+
+    venue: str
+    closed: float
+    next_at: float
 
 
 class ExecutionEngine:
@@ -81,6 +106,10 @@ class ExecutionEngine:
     not_found_grace_s
         How long a venue may answer "no such order" for an order whose submission outcome is
         unknown before the engine believes the order never arrived (REJECTED, "not at venue").
+    absent_watch_s
+        How long the resolver keeps asking the venue about an order it closed as absent, to
+        reopen it if it shows up (see the module doc); default ten times the grace. A venue
+        report about such an order reopens it at any time.
     resolve_every_s
         How often UNKNOWN orders are queried.
     reconcile
@@ -107,6 +136,7 @@ class ExecutionEngine:
         *,
         clock: Clock | None = None,
         not_found_grace_s: float = 10.0,
+        absent_watch_s: float | None = None,
         resolve_every_s: float = 1.0,
         reconcile: bool = False,
         fills_lookback_s: float = 7 * 86_400.0,
@@ -119,6 +149,9 @@ class ExecutionEngine:
         self.tracker = tracker
         self.clock = clock
         self.not_found_grace_s = not_found_grace_s
+        self.absent_watch_s = 10 * not_found_grace_s if absent_watch_s is None else absent_watch_s
+        if not self.absent_watch_s >= 0:
+            raise ValueError(f"absent_watch_s must be >= 0 seconds, got {absent_watch_s!r}")
         self.resolve_every_s = resolve_every_s
         self.reconcile_on_start = reconcile
         self.fills_lookback_s = fills_lookback_s
@@ -148,6 +181,9 @@ class ExecutionEngine:
         # Orders the venue had acknowledged before they became UNKNOWN: never closed as
         # "absent" (the venue knew them; a person must look), only resolved by a query.
         self._acknowledged_unknown: set[str] = set()
+        # Orders closed as absent after the grace: client_order_id -> what `_watch_absent`
+        # needs. Queried while younger than `absent_watch_s`; reopened if they show up.
+        self._closed_absent: dict[str, _Absent] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, bus: Bus) -> None:
@@ -283,6 +319,8 @@ class ExecutionEngine:
     async def on_report(self, report: VenueReport) -> None:
         if self._bus is None:
             raise BusError("ExecutionEngine got a venue report before start()")
+        if report.client_order_id in self._closed_absent:
+            await self._absent_reported(report)
         if isinstance(report, Fill):
             crash_point("fill_received")
             topic, msg_id = topics.orders("filled"), str(report.fill_id)
@@ -378,9 +416,98 @@ class ExecutionEngine:
                     "submission outcome; never resubmitted"
                 )
                 await self.on_report(self._event(live.order, venue, OrderStatus.REJECTED, reason))
+                if self.tracker.live(coid) is None:
+                    closed = time.monotonic()
+                    self._closed_absent[coid] = _Absent(venue.name, closed, closed)
                 self.resolved["absent"] += 1
                 settled += 1
+        await self._watch_absent()
         return settled
+
+    @property
+    def watching_absent(self) -> int:
+        """Orders closed as absent that the resolver still asks the venue about."""
+        now = time.monotonic()
+        return sum(now - a.closed < self.absent_watch_s for a in self._closed_absent.values())
+
+    async def _watch_absent(self) -> None:
+        """Ask the venue again about the orders closed as absent within `absent_watch_s`;
+        reopen any it has after all.
+
+        Each is asked at doubling intervals (about `resolve_every_s`, then 2, 4, 8... times
+        that after it was closed), so that a burst of them (an outage of order entry) does not
+        spend the venue's rate limit: a handful of queries each over the whole watch.
+        """
+        now = time.monotonic()
+        for coid, absent in list(self._closed_absent.items()):
+            venue = self.router.venues.get(absent.venue)
+            if venue is None or now - absent.closed >= self.absent_watch_s:
+                continue  # no longer asked; a report from the venue still reopens it
+            if now < absent.next_at:
+                continue
+            absent.next_at = now + max(now - absent.closed, self.resolve_every_s)
+            try:
+                state = await venue.query_order(coid)
+            except Exception as exc:
+                self.venue_errors["query"] += 1
+                log.warning(
+                    "query of %s (closed as absent) at %s failed: %s", coid, venue.name, exc
+                )
+                continue
+            if state is None or coid not in self._closed_absent:
+                continue
+            if state.status is OrderStatus.REJECTED and state.filled_quantity == 0:
+                del self._closed_absent[coid]  # the venue refused it: REJECTED stands
+                continue
+            await self._reopen(coid, venue, f"found by a query ({state.status.value})")
+            await self.apply_state(state, venue)
+
+    async def _absent_reported(self, report: VenueReport) -> None:
+        """A venue report about an order closed as absent: it is at the venue after all."""
+        coid = report.client_order_id
+        venue = self.router.venues.get(self._closed_absent[coid].venue)
+        if venue is None or self.tracker.live(coid) is not None:
+            return
+        if isinstance(report, Fill):
+            await self._reopen(coid, venue, f"fill {report.trade_id} reported")
+        elif report.status is OrderStatus.REJECTED:
+            del self._closed_absent[coid]  # the venue's own refusal (or ours, repeated)
+        elif report.status in _VENUE_REPORTED:
+            await self._reopen(coid, venue, f"{report.status.value} reported")
+
+    async def _reopen(self, coid: str, venue: Venue, evidence: str) -> None:
+        """Reopen an order closed as absent that the venue has after all.
+
+        REJECTED is final in the tracker's state machine (a venue's refusal is), but this one
+        was the engine's belief: the order store of record is corrected (ACCEPTED, or
+        PARTIALLY_FILLED / FILLED if fills reached it meanwhile) and the tracker reloads it,
+        so that its fills and closing status land as for any open order. The correction is
+        published on ``orders.accepted`` (the order builder counts the order as working).
+        """
+        self._closed_absent.pop(coid, None)
+        store = self.tracker.store
+        record = store.get(coid)
+        if record is None or record.status is not OrderStatus.REJECTED:
+            return
+        filled, quantity = record.filled_quantity, record.order.quantity
+        status = (
+            OrderStatus.FILLED
+            if filled >= quantity
+            else OrderStatus.PARTIALLY_FILLED
+            if filled > 0
+            else OrderStatus.ACCEPTED
+        )
+        reason = f"at venue {venue.name} after being closed as absent: {evidence}; reopened"
+        event = self._event(record.order, venue, OrderStatus.ACCEPTED, reason)
+        topic, msg_id = topics.orders("accepted"), f"{coid}:accepted"
+        store.set_status(
+            coid, status, event.timestamp, reason, outgoing=self._outgoing(topic, msg_id, event)
+        )
+        self.tracker.recover()
+        self.resolved["reopened"] += 1
+        log.error("order %s %s", coid, reason)
+        self.events["accepted"] += 1
+        await self._emit(topic, event, msg_id)
 
     async def _resolve_loop(self) -> None:
         while True:
@@ -466,6 +593,7 @@ class ExecutionEngine:
             "invalid_transitions": dict(self.tracker.invalid_transitions),
             "venue_errors": dict(self.venue_errors),
             "resolved": dict(self.resolved),
+            "watching_absent": self.watching_absent,
             "canceled_on_halt": self.canceled_on_halt,
             "refused_halted": self.refused_halted,
             "reconciliation": (

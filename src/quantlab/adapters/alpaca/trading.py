@@ -49,7 +49,11 @@ unknown ones by id. Activities can lag the order's ``filled_qty``: a terminal st
 Which orders `poll` follows: those this object submitted, looked up (`query_order`, `cancel`)
 or listed (`open_orders`, so orders adopted at reconciliation keep reporting), until they are
 closed and all their fills are reported. An order it has never found (an unknown submission
-outcome) is looked up by client order id on each poll and dropped after `not_found_grace_s`.
+outcome) is looked up by client order id on each poll and dropped after `not_found_grace_s`
+(the engine's resolver asks about it from then on). An order Alpaca has acknowledged (its
+answer or a lookup named it) is never dropped for being "not found": Alpaca's reads can lag
+its writes, and an order that reappears after any grace still trades; it is looked up by id
+on every poll until it is found and closed.
 Fills returned inside a `VenueOrderState` count as delivered: `poll` does not report them
 again. Each fill is reported at most once per venue object.
 """
@@ -723,11 +727,22 @@ class AlpacaVenue:
         if tracked.missing_since is None:
             tracked.missing_since = now
         elif now - tracked.missing_since > self.config.not_found_grace_s:
+            missing = now - tracked.missing_since
+            if tracked.venue_order_id is not None:
+                # Acknowledged: Alpaca has it, its reads lag. Keep following (see the module
+                # doc); say so once per grace period.
+                log.warning(
+                    "alpaca: acknowledged order %s not found for %.1fs; still following it",
+                    tracked.client_order_id,
+                    missing,
+                )
+                tracked.missing_since = now
+                return
             tracked.open = False
             log.warning(
                 "alpaca: order %s not found for %.1fs; poll stops following it",
                 tracked.client_order_id,
-                now - tracked.missing_since,
+                missing,
             )
 
     def _state(self, tracked: _Tracked, found: AlpacaOrder, fills: list[Fill]) -> VenueOrderState:

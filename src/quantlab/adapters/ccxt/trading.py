@@ -33,8 +33,9 @@ Time in force
     if Coinbase refuses that configuration the order is rejected with its message.
 Errors
     HTTP 429 and Binance's 418 are retried after their ``Retry-After`` (seconds or a date;
-    1 s, doubling, without one) up to `max_retries_429` times, never waiting more than
-    `max_retry_wait_s`; then a submission is `VenueRejectedError` (nothing was placed). ccxt's
+    without one 1 s, doubling, at most `max_retry_wait_s`) up to `max_retries_429` times; a
+    ``Retry-After`` longer than `max_retry_wait_s` is not waited for. Then a submission is
+    `VenueRejectedError` (nothing was placed). ccxt's
     own throttle (``enableRateLimit``) only paces requests and never retries. A timeout, a
     dropped connection, a 5xx, an unparseable answer, or any ccxt ``OperationFailed``
     (``NetworkError``, ``RequestTimeout``, ``ExchangeNotAvailable``, ``BadResponse``) is
@@ -882,8 +883,8 @@ class CcxtVenue:
                 return await call(*args)
             except (RateLimitExceeded, DDoSProtection) as exc:
                 wait = getattr(exc, "retry_after", None)
-                if wait is None:
-                    wait = float(2**attempt)
+                if wait is None:  # the venue did not say: back off, within the bound
+                    wait = min(float(2**attempt), self.config.max_retry_wait_s)
                 if attempt >= self.config.max_retries_429 or wait > self.config.max_retry_wait_s:
                     raise _RetriesExhaustedError(exc, attempt + 1) from exc
                 attempt += 1

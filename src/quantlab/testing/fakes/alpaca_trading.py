@@ -31,9 +31,12 @@ Test controls: `fail_next` (canned errors: 429 + Retry-After, 500, 503, 422...),
 (answer late: the request is processed, the answer waits, so a client times out on a done
 request), `commit_then_fail` (create the order, then answer 504/500 or drop the connection),
 `invisible_for` (new orders are "not found" on every read for a while: eventual consistency),
-`hold_responses` / `release` (order POST answers wait until released), `advance`, `fill`,
-`cancel_order`, `expire`, `reject`; records: `requests`, `orders` (by client_order_id),
-`create_count` (creations per client_order_id: must stay 1), `fills` (the activities).
+`schedule` (a seeded random `faults.FaultSchedule` asked about every request: 429s, 5xx,
+timeouts and dropped connections before or after the order is created, orders invisible for a
+while), `hold_responses` / `release` (order POST answers wait until released), `advance`,
+`fill`, `cancel_order`, `expire`, `reject`; records: `requests`, `orders` (by
+client_order_id), `create_count` (creations per client_order_id: must stay 1), `fills` (the
+activities), `invisible` (how long each order created invisible stayed "not found").
 
 >>> with FakeAlpacaTrading(fill_mode="rest") as fake:                   # doctest: +SKIP
 ...     venue = AlpacaVenue(AlpacaTradingConfig(url=fake.url), "test-key", "test-secret")
@@ -53,6 +56,8 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
+
+from quantlab.testing.fakes.faults import Fault, FaultSchedule
 
 START: Final = dt.datetime(2024, 1, 2, 15, 0, tzinfo=dt.UTC)
 _NS: Final = uuid.UUID("0f3c2a8e-6a55-4a7e-9d2b-5b1f0c9e7d31")
@@ -145,6 +150,9 @@ class FakeAlpacaTrading:
         self._by_id: dict[str, str] = {}  # order id -> client_order_id
         self._visible_at: dict[str, float] = {}  # client_order_id -> monotonic time
         self._invisible_s = 0.0
+        self._next_invisible_s = 0.0  # of the order the request being served creates
+        self.invisible: dict[str, float] = {}  # client_order_id -> seconds "not found"
+        self.schedule: FaultSchedule | None = None
         self._failures: list[_Failure] = []
         self._delays: list[_Delay] = []
         self._commit_fail: list[int | Literal["drop"]] = []
@@ -375,7 +383,10 @@ class FakeAlpacaTrading:
         self.orders[coid] = order
         self._by_id[oid] = coid
         self.create_count[coid] += 1
-        self._visible_at[coid] = time.monotonic() + self._invisible_s
+        invisible = max(self._invisible_s, self._next_invisible_s)
+        self._visible_at[coid] = time.monotonic() + invisible
+        if invisible > 0:
+            self.invisible[coid] = invisible
         answer = dict(order)  # as created: the fills below happen "after" the answer
         if self.fill_mode == "immediate":
             self._fill(coid, qty, None)
@@ -515,9 +526,19 @@ class FakeAlpacaTrading:
                 self.secret,
             ):
                 return _Reply(401, {"code": 40110000, "message": "request is not authorized"})
-            reply = self._dispatch(method, path, params, body)
+            creates = method == "POST" and path == "/v2/orders"
+            planned = self.schedule.draw(creates_order=creates) if self.schedule else None
+            if planned is not None and not planned.commit:
+                return self._fault_reply(planned, delay)
+            self._next_invisible_s = planned.invisible_s if planned is not None else 0.0
+            try:
+                reply = self._dispatch(method, path, params, body)
+            finally:
+                self._next_invisible_s = 0.0
             reply.delay_s = delay
-            if method == "POST" and path == "/v2/orders":
+            if planned is not None and planned.kind:
+                return self._fault_reply(planned, delay, reply)
+            if creates:
                 if reply.status == 200 and self._commit_fail:
                     outcome = self._commit_fail.pop(0)
                     if outcome == "drop":
@@ -526,6 +547,24 @@ class FakeAlpacaTrading:
                         reply = _Reply(outcome, _HTML_5XX.format(status=outcome), delay_s=delay)
                 reply.hold = self._holding
             return reply
+
+    @staticmethod
+    def _fault_reply(fault: Fault, delay: float, done: _Reply | None = None) -> _Reply:
+        """The answer a scheduled `fault` gives (`done`: the request's own, once processed)."""
+        delay += fault.delay_s
+        if fault.drop:
+            return _Reply(0, drop=True, delay_s=delay)
+        if fault.status is None:
+            if done is None:
+                raise ValueError(f"fault {fault.kind!r} answers normally but nothing was done")
+            done.delay_s = delay
+            return done
+        if fault.status >= 500:
+            page = _HTML_5XX.format(status=fault.status)
+            return _Reply(fault.status, page, delay_s=delay)
+        message = _DEFAULT_MESSAGE.get(fault.status, "error")
+        body = {"code": fault.status * 100_000, "message": message}
+        return _Reply(fault.status, body, fault.headers, delay_s=delay)
 
     def _take_failure(self, method: str, path: str) -> _Reply | None:
         for failure in self._failures:

@@ -42,10 +42,14 @@ Test controls: `fail_next` (canned replies, with a Retry-After header for 429s, 
 N requests to a path), `rate_limit_next`, `insufficient_funds_next`, `delay_next` (the
 request is processed, the reply held back: the client times out), `fail_after_commit` /
 `drop_after_commit` (the order is created, then a 5xx or a dropped connection),
-`invisible_for_s` (a new order is not found by any lookup for that long), `advance`,
-`max_page` (Coinbase pages hold at most that many items: exercises cursor pagination).
-Records: `requests`, `orders` (by the venue's order id), `order(client_order_id)`,
-`create_count` (orders actually created per client order id), `fills`, `cancel_count`.
+`invisible_for_s` (a new order is not found by any lookup for that long), `schedule` (a
+seeded random `faults.FaultSchedule` asked about every request: 429s, 5xx, timeouts and
+dropped connections before or after the order is created, orders invisible for a while),
+`advance`, `max_page` (Coinbase pages hold at most that many items: exercises cursor
+pagination). Records: `requests`, `orders` (by the venue's order id),
+`order(client_order_id)`, `create_count` (orders actually created per client order id),
+`fills`, `cancel_count`, `invisible` (venue order id -> seconds an order created invisible
+stayed "not found").
 Order and trade ids are deterministic (counters).
 
 Examples
@@ -72,6 +76,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
+
+from quantlab.testing.fakes.faults import FaultSchedule
 
 _NS: Final = uuid.UUID("1b0d6c1e-52f4-4a7e-9c55-0c7f3b7d2a11")
 _REASONS: Final = {
@@ -160,6 +166,7 @@ class _Fault:
     delay_s: float = 0.0
     commit: bool = False  # process the request before replying with the fault
     drop: bool = False
+    invisible_s: float = 0.0  # an order the request creates is "not found" for this long
 
 
 # --- the book ---------------------------------------------------------------------------------
@@ -237,6 +244,9 @@ class _FakeTradingVenue(ABC):
         self.fills: list[FakeFill] = []
         self.create_count: Counter[str] = Counter()
         self.cancel_count = 0
+        self.schedule: FaultSchedule | None = None
+        self.invisible: dict[str, float] = {}  # venue order id -> seconds "not found"
+        self._next_invisible_s = 0.0  # of the order the request being served creates
         self._faults: list[_Fault] = []
         self._order_seq = 0
         self._trade_seq = 0
@@ -358,6 +368,10 @@ class _FakeTradingVenue(ABC):
     @abstractmethod
     def new_trade_id(self, seq: int) -> str: ...
 
+    @abstractmethod
+    def creates_order(self, request: FakeRequest) -> bool:
+        """True if `request` is an order entry (the faults that commit apply to it)."""
+
     def quote_of(self, venue_symbol: str) -> str:
         for symbol in self.symbols:
             if self.venue_symbol(symbol) == venue_symbol:
@@ -386,6 +400,7 @@ class _FakeTradingVenue(ABC):
         """Put an order on the book and run the fill policy for its arrival."""
         self._order_seq += 1
         created = now_ms()
+        invisible = max(self.invisible_for_s, self._next_invisible_s)
         order = FakeOrder(
             venue_id=self.new_order_id(self._order_seq),
             client_order_id=client_order_id,
@@ -397,7 +412,7 @@ class _FakeTradingVenue(ABC):
             price=price,
             created_ms=created,
             updated_ms=created,
-            visible_at=time.monotonic() + self.invisible_for_s,
+            visible_at=time.monotonic() + invisible,
             policy=self.policy,
             parts=self._split(quantity),
             end_ms=end_ms,
@@ -405,6 +420,8 @@ class _FakeTradingVenue(ABC):
         )
         self.orders[order.venue_id] = order
         self.create_count[client_order_id] += 1
+        if invisible > 0:
+            self.invisible[order.venue_id] = invisible
         if self.policy == "fill":
             self._execute(order, order.quantity, maker=False)
         elif self.policy == "partial":
@@ -486,8 +503,10 @@ class _FakeTradingVenue(ABC):
         self.expire_due()
         fault = self._take_fault(request)
         if fault is None:
+            fault = self._scheduled(request)
+        if fault is None:
             return self.route(request)
-        reply = self.route(request) if fault.commit else None
+        reply = self._route_creating(request, fault.invisible_s) if fault.commit else None
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault.drop:
@@ -496,6 +515,40 @@ class _FakeTradingVenue(ABC):
             return Reply(fault.status, fault.body, dict(fault.headers))
         assert reply is not None  # noqa: S101 (a delay-only fault always commits)
         return reply
+
+    def _scheduled(self, request: FakeRequest) -> _Fault | None:
+        """The `schedule`'s fault for `request`, as a one-off `_Fault`."""
+        if self.schedule is None:
+            return None
+        planned = self.schedule.draw(creates_order=self.creates_order(request))
+        if planned is None:
+            return None
+        status = planned.status
+        body: Any = None
+        if status == 429:
+            body = self.rate_limit_body()
+        elif status is not None:
+            body = self.server_error_body(status)
+        return _Fault(
+            request.method,
+            request.path,
+            1,
+            status,
+            body,
+            planned.headers,
+            delay_s=planned.delay_s,
+            commit=planned.commit,
+            drop=planned.drop,
+            invisible_s=planned.invisible_s,
+        )
+
+    def _route_creating(self, request: FakeRequest, invisible_s: float) -> Reply:
+        """`route(request)`; an order it creates stays invisible for `invisible_s`."""
+        self._next_invisible_s = invisible_s
+        try:
+            return self.route(request)
+        finally:
+            self._next_invisible_s = 0.0
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -594,6 +647,9 @@ class FakeBinanceTrading(_FakeTradingVenue):
 
     def new_trade_id(self, seq: int) -> str:
         return str(5000 + seq)
+
+    def creates_order(self, request: FakeRequest) -> bool:
+        return request.method == "POST" and request.path == "/api/v3/order"
 
     def rate_limit_body(self) -> Any:
         return {
@@ -875,6 +931,9 @@ class FakeCoinbaseTrading(_FakeTradingVenue):
 
     def new_trade_id(self, seq: int) -> str:
         return str(uuid.uuid5(_NS, f"coinbase-trade-{seq}"))
+
+    def creates_order(self, request: FakeRequest) -> bool:
+        return request.method == "POST" and request.path == f"{_CB}/orders"
 
     def rate_limit_body(self) -> Any:
         return {"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]}
