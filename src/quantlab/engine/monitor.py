@@ -389,13 +389,20 @@ class FigurePublisher:
     monitor of the process that writes the snapshot (the execution role)."""
 
     def __init__(
-        self, role: str, run_id: str, *, every_s: float, collect: Callable[[], dict[str, Any]]
+        self,
+        role: str,
+        run_id: str,
+        *,
+        every_s: float,
+        collect: Callable[[], dict[str, Any]],
+        fingerprint: dict[str, str] | None = None,
     ) -> None:
         if every_s <= 0:
             raise ValueError(f"every_s must be > 0, got {every_s!r}")
         self.name = f"figures.{role}"
         self.role = role
         self.run_id = run_id
+        self.fingerprint = fingerprint or {}
         self.every_s = every_s
         self.collect = collect
         self.published = 0
@@ -405,6 +412,7 @@ class FigurePublisher:
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
+        await self.publish("starting")  # at once: the others check who joined (deployment)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
@@ -432,7 +440,8 @@ class FigurePublisher:
                     "host": socket.gethostname(),
                     "status": status,
                     "written_at": time.time(),
-                    "figures": self.collect(),
+                    "fingerprint": self.fingerprint,
+                    "figures": self.collect() if status != "starting" else {},
                 },
             )
             self.published += 1

@@ -51,6 +51,7 @@ from quantlab.core.clock import Clock, SimulatedClock, WallClock
 from quantlab.core.enums import BreakerState, TimeInForce
 from quantlab.core.errors import BusError, QuantlabError
 from quantlab.core.instruments import InstrumentBook
+from quantlab.engine.deployment import DeploymentCheck, fingerprint
 from quantlab.engine.monitor import FigurePublisher, MonitorWriter
 from quantlab.engine.result import RunResult, RunSummary
 from quantlab.engine.sources import build_sources
@@ -175,6 +176,9 @@ class Node:
         self.role: Role = role
         self.trading: Trading = trading
         self.settings = settings
+        # Which code and settings this process runs (`engine.deployment`): reported at start,
+        # with the role figures, in the snapshot and in the run's summary.
+        self.fingerprint = fingerprint(settings)
         self.mode = mode
         self.run_id = run_id or new_run_id()
         day = dt.datetime.now(dt.UTC).date().isoformat()
@@ -403,9 +407,18 @@ class Node:
             self.components.append(self.monitor)
         elif self.on_wall_clock:
             self.reporter = FigurePublisher(
-                role, self.run_id, every_s=s.live.monitor_every_s, collect=self._role_figures
+                role,
+                self.run_id,
+                every_s=s.live.monitor_every_s,
+                collect=self._role_figures,
+                fingerprint=self.fingerprint,
             )
             self.components.append(self.reporter)
+        # The process that trades refuses to while another runs other code or settings.
+        self.deployment: DeploymentCheck | None = None
+        if self.on_wall_clock and role == "execution":
+            self.deployment = DeploymentCheck(self.fingerprint, role, self.risk.halt)
+            self.components.append(self.deployment)
         if role in ("all", "ingest"):
             self.components.append(self.ingest)
         self._stop = asyncio.Event()
@@ -619,7 +632,12 @@ class Node:
         consumers = dict(own["latency"]["consumers"])
         since_data = dict(own["latency"]["since_data"])
         processes: dict[str, dict[str, Any]] = {
-            self.role: {"pid": os.getpid(), "status": "running", "run_id": self.run_id}
+            self.role: {
+                "pid": os.getpid(),
+                "status": "running",
+                "run_id": self.run_id,
+                "fingerprint": self.fingerprint,
+            }
         }
         for role, report in (self.monitor.roles if self.monitor is not None else {}).items():
             theirs = report.get("figures") or {}
@@ -629,7 +647,8 @@ class Node:
             consumers.update((theirs.get("latency") or {}).get("consumers") or {})
             since_data.update((theirs.get("latency") or {}).get("since_data") or {})
             processes[role] = {
-                k: report.get(k) for k in ("pid", "status", "run_id", "written_at", "host")
+                k: report.get(k)
+                for k in ("pid", "status", "run_id", "written_at", "host", "fingerprint")
             }
         risk = self.risk.stats()
         marks = self.monitor.symbols if self.monitor is not None else {}
@@ -804,6 +823,8 @@ class Node:
                 "since_data": self.bus.latency.since_data_summary(),
             },
             role=self.role,
+            fingerprint=self.fingerprint,
+            deployment=self.deployment.stats() if self.deployment is not None else {},
         )
         weights = pl.DataFrame(
             [

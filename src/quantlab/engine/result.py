@@ -51,6 +51,10 @@ class RunSummary(msgspec.Struct, kw_only=True):
     latency: dict[str, Any] = {}
     # The part of a multi-process engine this run was (`quantlab live --role`), else "all".
     role: str = "all"
+    # The code and settings hashes of this process (`engine.deployment.fingerprint`), and,
+    # for the execution role, what its deployment check saw of the other processes.
+    fingerprint: dict[str, str] = {}
+    deployment: dict[str, Any] = {}
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

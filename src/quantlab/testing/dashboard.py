@@ -72,12 +72,15 @@ class DashboardStack:
         self.logs: list[Any] = []
         self.port = free_port()
 
-    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], log: str, env_extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = (self.tmp / log).open("wb")
         self.logs.append(out)
         proc = subprocess.Popen(  # noqa: S603 (our own interpreter and CLI)
             [sys.executable, "-m", "quantlab.cli", *args],
-            cwd=self.tmp, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=self.tmp, env={**self.env, **(env_extra or {})}, stdout=out,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.procs.append(proc)
         return proc
@@ -97,15 +100,23 @@ class DashboardStack:
         """A multi-process engine: one ``quantlab live --role R`` per role, started in the
         order given, on the configuration text `config` (its bus must be Redis). Each role's
         output goes to ``<role>.log``."""
-        cfg = self.tmp / "deployment.toml"
+        return {role: self.role(role, config, duration=duration) for role in roles}
+
+    def role(
+        self,
+        role: str,
+        config: str,
+        *,
+        duration: int = 120,
+        env_extra: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """One ``quantlab live --role R`` on its own copy of the configuration text `config`
+        (``<role>.toml``), with `env_extra` added to its environment (``PYTHONPATH`` of
+        another source tree: another code version). Its output goes to ``<role>.log``."""
+        cfg = self.tmp / f"{role}.toml"
         cfg.write_text(config)
-        return {
-            role: self._spawn(
-                ["live", "-c", str(cfg), "--role", role, "--duration", str(duration), "-q"],
-                f"{role}.log",
-            )
-            for role in roles
-        }
+        args = ["live", "-c", str(cfg), "--role", role, "--duration", str(duration), "-q"]
+        return self._spawn(args, f"{role}.log", env_extra)
 
     def log(self, name: str) -> str:
         """The tail of a subprocess's output (``engine``, ``dashboard`` or a role's)."""
