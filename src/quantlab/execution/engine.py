@@ -459,7 +459,7 @@ class ExecutionEngine:
             if state.status is OrderStatus.REJECTED and state.filled_quantity == 0:
                 del self._closed_absent[coid]  # the venue refused it: REJECTED stands
                 continue
-            await self._reopen(coid, venue, f"found by a query ({state.status.value})")
+            await self.reopen(coid, venue, f"found by a query ({state.status.value})")
             await self.apply_state(state, venue)
 
     async def _absent_reported(self, report: VenueReport) -> None:
@@ -469,13 +469,13 @@ class ExecutionEngine:
         if venue is None or self.tracker.live(coid) is not None:
             return
         if isinstance(report, Fill):
-            await self._reopen(coid, venue, f"fill {report.trade_id} reported")
+            await self.reopen(coid, venue, f"fill {report.trade_id} reported")
         elif report.status is OrderStatus.REJECTED:
             del self._closed_absent[coid]  # the venue's own refusal (or ours, repeated)
         elif report.status in _VENUE_REPORTED:
-            await self._reopen(coid, venue, f"{report.status.value} reported")
+            await self.reopen(coid, venue, f"{report.status.value} reported")
 
-    async def _reopen(self, coid: str, venue: Venue, evidence: str) -> None:
+    async def reopen(self, coid: str, venue: Venue, evidence: str) -> None:
         """Reopen an order closed as absent that the venue has after all.
 
         REJECTED is final in the tracker's state machine (a venue's refusal is), but this one

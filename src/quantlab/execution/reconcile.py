@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from quantlab.core.enums import OrderStatus
+
 if TYPE_CHECKING:
     from quantlab.execution.engine import ExecutionEngine
 
@@ -138,17 +140,27 @@ class Reconciler:
             await self.engine.mark_unknown(
                 live.order, venue, "reconciliation: not found at the venue; outcome unknown"
             )
-        for coid in at_venue:
+        for coid, state in at_venue.items():
             record = store.get(coid)
             if record is None:
                 report.orphans.append(coid)
+            elif _closed_as_absent(record):  # our belief, not the venue's refusal: reopen
+                await self.engine.reopen(coid, venue, "reconciliation: open at the venue")
+                await self.engine.apply_state(state, venue)
+                report.adopted.append(coid)
             elif record.status.is_terminal:  # we closed it; the venue still has it open
                 report.conflicts.append(coid)
         since = _now(self.engine) - dt.timedelta(seconds=self.engine.fills_lookback_s)
         for fill in await venue.fills_since(since):
-            if store.get(fill.client_order_id) is None:
+            record = store.get(fill.client_order_id)
+            if record is None:
                 report.fills_unmatched.append(fill.trade_id)
                 continue
+            if _closed_as_absent(record):  # it traded after all (before our restart)
+                await self.engine.reopen(
+                    fill.client_order_id, venue, f"reconciliation: fill {fill.trade_id}"
+                )
+                report.adopted.append(fill.client_order_id)
             before = self.engine.fills + self.tracker.late_fills
             await self.engine.on_report(fill)
             if self.engine.fills + self.tracker.late_fills > before:
@@ -162,6 +174,12 @@ class Reconciler:
                 a, b = ours.get(symbol, Decimal(0)), held.get(symbol, Decimal(0))
                 if a != b:
                     report.position_mismatches[symbol] = {"ours": str(a), "venue": str(b)}
+
+
+def _closed_as_absent(record: Any) -> bool:
+    """Whether the engine closed this order because the venue could not find it (REJECTED
+    "never resubmitted"), which the venue showing it disproves."""
+    return record.status is OrderStatus.REJECTED and "never resubmitted" in (record.reason or "")
 
 
 def _now(engine: ExecutionEngine) -> dt.datetime:

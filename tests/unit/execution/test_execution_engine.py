@@ -359,6 +359,42 @@ async def test_reconciliation_adopts_closes_flags_and_recovers_fills(book: str) 
     await third.close()
 
 
+async def test_reconciliation_reopens_orders_closed_as_absent_that_the_venue_has(
+    book: str,
+) -> None:
+    """Closed as absent (REJECTED "never resubmitted"), then the process restarts, and the
+    venue shows one of them open and the other filled: both are reopened with the venue's
+    state, not flagged as conflicts, and nothing halts."""
+    venue = ScriptedVenue()
+    first = Harness(book, venue, not_found_grace_s=0.0)
+    await first.start()
+    shows_up, trades = make_order(40), make_order(41)
+    for order in (shows_up, trades):
+        venue.submit_error = VenueUnknownError("timeout")
+        await first.engine.submit(order)
+        venue.orders.pop(order.client_order_id)  # not visible (yet)
+    assert await first.engine.resolve_unknown() == 2
+    assert first.status(shows_up) is S.REJECTED
+    await first.close()
+    # While it was down, the venue's lagging view caught up: one open, one filled.
+    venue.orders[shows_up.client_order_id] = venue.state(shows_up)
+    venue.orders[trades.client_order_id] = venue.state(trades, S.FILLED, "2")
+    venue.fills = [make_fill(trades, "2", "late-1")]
+
+    second = Harness(book, venue, reconcile=True)
+    await second.start()
+    report = second.engine.reconciliation
+    assert report is not None
+    assert report.conflicts == []
+    assert shows_up.client_order_id in report.adopted
+    assert trades.client_order_id in report.adopted
+    assert second.status(shows_up) is S.ACCEPTED
+    assert second.status(trades) is S.FILLED
+    assert report.fills_recovered == 1
+    assert second.halts == []
+    await second.close()
+
+
 def halted_event() -> BreakerEvent:
     return BreakerEvent(
         state=BreakerState.HALTED,
@@ -451,13 +487,12 @@ async def test_an_order_open_at_the_venue_but_closed_in_our_book_halts(book: str
     first = Harness(db, venue, not_found_grace_s=0.0)
     await first.start()
     order = make_order(34)
-    venue.submit_error = VenueUnknownError("timeout")
     await first.engine.submit(order)
-    venue.orders.pop(order.client_order_id)
-    await first.engine.resolve_unknown()  # absent past the grace: closed as never arrived
-    assert first.status(order) is S.REJECTED
+    await first.engine.apply_state(venue.state(order, S.CANCELED), venue)  # the venue said so
+    assert first.status(order) is S.CANCELED
     await first.close()
-    venue.orders[order.client_order_id] = venue.state(order)  # ...and then it showed up
+    venue.orders[order.client_order_id] = venue.state(order)  # ...and then shows it open
+    # (An order *we* closed as absent is reopened instead: the test above.)
     second = Harness(db, venue, reconcile=True)
     await second.start()
     report = second.engine.reconciliation
