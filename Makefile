@@ -7,17 +7,18 @@ PY := $(BIN)/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: run live lab dashboard test test-fast notebooks lint format typecheck contracts bench model clean help
+.PHONY: run live lab dashboard test test-fast notebooks lint format typecheck contracts bench reliability model clean help
 
 help:
 	@echo "make run        create .venv, install, run the main job on embedded defaults"
 	@echo "make test       install test tools, then lint, type checks, import contracts, all tests"
-	@echo "make test-fast  the quick loop: tests not marked slow"
+	@echo "make test-fast  the quick loop: tests not marked slow, without the reliability suite"
 	@echo "make live       run the engine live on the synthetic source until Ctrl-C"
 	@echo "make lab        JupyterLab on the quantlab kernel (notebooks/research, notebooks/production)"
 	@echo "make notebooks  run every notebook under nbval (part of make test)"
 	@echo "make dashboard  the live dashboard on http://127.0.0.1:5006/dashboard (run make live beside it)"
 	@echo "make bench      every benchmark in its --quick mode, one table (quantlab bench --quick)"
+	@echo "make reliability the reliability suite and its report (quantlab check reliability)"
 	@echo "make model      retrain and register the bundled models (needs the ml extra)"
 	@echo "make lint | format | typecheck | contracts | clean"
 
@@ -97,13 +98,20 @@ contracts: $(VENV)/.test-deps
 STOP_SERVICES := $(PY) -m quantlab.testing.services --stop-leftovers
 
 test: lint typecheck contracts $(KERNEL) $(VENV)/.system-deps
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); status=$$?; $(STOP_SERVICES); \
-		exit $$status
+	$(PY) -m pytest -n 2 --dist loadfile -m "not reliability" $(PYTEST_ARGS); status=$$?; \
+		$(STOP_SERVICES); exit $$status
+	$(MAKE) --no-print-directory reliability RELIABILITY_OUT=$$(mktemp -d)
 	$(MAKE) --no-print-directory notebooks
 
 test-fast: $(VENV)/.test-deps $(KERNEL) $(VENV)/.system-deps
-	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS); status=$$?; \
-		$(STOP_SERVICES); exit $$status
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow and not reliability" $(PYTEST_ARGS); \
+		status=$$?; $(STOP_SERVICES); exit $$status
+
+# The reliability suite (tests/reliability) and its report: reports/reliability/ by default.
+RELIABILITY_OUT ?= reports/reliability
+reliability: $(VENV)/.test-deps $(VENV)/.system-deps
+	$(BIN)/quantlab check reliability --out $(RELIABILITY_OUT); status=$$?; $(STOP_SERVICES); \
+		exit $$status
 
 # Every notebook top to bottom on the quantlab kernel (nbval, outputs not compared except
 # cells marked NBVAL_CHECK_OUTPUT); runs go to a scratch folder, not ./runs.

@@ -27,7 +27,13 @@ from rich.progress import (
 from rich.table import Table
 
 from quantlab import __version__
-from quantlab.config import SecretMaskingFilter, Settings, load_settings
+from quantlab.config import (
+    SecretMaskingFilter,
+    Secrets,
+    Settings,
+    load_settings,
+    mask_secrets,
+)
 from quantlab.core.errors import QuantlabError
 from quantlab.engine import Node, RunResult, RunSummary
 from quantlab.engine.importer import import_file
@@ -59,6 +65,10 @@ model_app = typer.Typer(
     help="Train signal models and list the model registry.", no_args_is_help=True
 )
 app.add_typer(model_app, name="model")
+check_app = typer.Typer(
+    help="Check the installation: the reliability suite and its report.", no_args_is_help=True
+)
+app.add_typer(check_app, name="check")
 
 out = Console()
 err = Console(stderr=True)
@@ -103,7 +113,7 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
             raise typer.BadParameter(f"-p takes NAME=VALUE, got {item!r}")
         try:
             out[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or too deep, or 5000 digits): text
             out[name.strip()] = value
     return out
 
@@ -325,6 +335,10 @@ def _print_summary(s: RunSummary) -> None:
     flagged = sum(s.flagged.values())
     rows = [
         ("mode", s.mode if s.role == "all" else f"{s.mode}, role {s.role} (its own stages only)"),
+        (
+            "code / config",
+            f"{s.fingerprint.get('code', '?')[:12]} / {s.fingerprint.get('config', '?')[:12]}",
+        ),
         ("data", ", ".join(s.data)),
         ("symbols", str(s.symbols)),
         (
@@ -467,6 +481,11 @@ def live(
         trading="live" if live_trading else "paper",
         role=role,
     )
+    err.print(
+        f"quantlab live, role {role}, pid {os.getpid()}: code {node.fingerprint['code'][:12]} "
+        f"config {node.fingerprint['config'][:12]}",
+        highlight=False,
+    )
     result = asyncio.run(_live(node, duration, quiet, settings.live.status_every_s))
     _print_summary(result.summary)
 
@@ -563,7 +582,7 @@ def _parse_grid(items: list[str]) -> dict[str, list[Any]]:
         if values.lstrip().startswith("["):
             try:
                 parsed = json.loads(values)
-            except json.JSONDecodeError as exc:
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, 5000 digits, too deep
                 raise typer.BadParameter(f"--grid {name}: not a JSON list: {exc}") from None
             if not isinstance(parsed, list) or not parsed:
                 raise typer.BadParameter(f"--grid {name}: expected a non-empty JSON list")
@@ -737,6 +756,32 @@ def bench(
         raise typer.Exit(1)
 
 
+_CREDENTIAL_WORDS = ("KEY", "SECRET", "PASSWORD", "PASSPHRASE", "TOKEN", "CREDENTIAL")
+
+
+def _dashboard_env(settings: Settings) -> dict[str, str]:
+    """The environment of the ``panel serve`` process: ours without the credentials.
+
+    The dashboard reads the engine's snapshot and the run registry; it needs no venue key,
+    no Redis password and not the dashboard password (which goes to panel in a 0600 file).
+    Dropped: the ``QUANTLAB_*`` secrets, any variable holding a configured secret's value,
+    and any variable named like a credential (``*KEY*``, ``*TOKEN*``, ...) except panel's
+    and bokeh's own settings (``PANEL_*``, ``BOKEH_*``).
+    """
+    secret_names = {f"QUANTLAB_{name}".upper() for name in type(settings.secrets).model_fields}
+    values = [v for v in settings.secrets.values() if len(v) >= 4]
+    env = {}
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if upper in secret_names or any(v in value for v in values):
+            continue
+        own = upper.startswith(("PANEL_", "BOKEH_"))
+        if not own and any(word in upper for word in _CREDENTIAL_WORDS):
+            continue
+        env[name] = value
+    return env
+
+
 @app.command()
 def dashboard(
     config: ConfigOpt = None,
@@ -772,7 +817,8 @@ def dashboard(
             f"refusing to serve the dashboard on {address} without authentication: set "
             "QUANTLAB_DASHBOARD_PASSWORD and QUANTLAB_DASHBOARD_COOKIE_SECRET, or bind 127.0.0.1"
         )
-    env = dict(os.environ)
+    _setup_logging(settings)
+    env = _dashboard_env(settings)  # the server gets no credential it does not need
     if config is not None:
         env["QUANTLAB_CONFIG"] = str(Path(config).resolve())
     if trading is not None:
@@ -1054,13 +1100,73 @@ def config_show(config: ConfigOpt = None) -> None:
     out.print_json(json.dumps(settings.masked()))
 
 
+@check_app.command("reliability")
+def check_reliability(
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="where reliability.md and .json go (default: reports/reliability)"
+        ),
+    ] = None,
+    tests: Annotated[
+        Path | None,
+        typer.Option("--tests", help="the suite (default: tests/reliability of the checkout)"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", "-n", min=1, help="pytest worker processes")
+    ] = 2,
+    select: Annotated[
+        str | None, typer.Option("-k", help="only the checks whose test ids match (pytest -k)")
+    ] = None,
+) -> None:
+    """Run the reliability suite (faults, bad input, security: tests/reliability) and write
+    its report of figures, Markdown and JSON. Exits 1 unless every test passed and every row
+    counts zero lost, zero duplicated and zero leaked."""
+    from quantlab.research.data import project_root
+    from quantlab.runs.reliability import run_reliability
+
+    root = project_root()
+    suite = tests or root / "tests" / "reliability"
+    target = out_dir or root / "reports" / "reliability"
+    target.mkdir(parents=True, exist_ok=True)
+    report = run_reliability(suite, workers=workers, select=select, log=target / "pytest.log")
+    md, js = report.write(target)
+    table = Table(title="reliability", title_justify="left")
+    for col in ("area", "check", "trials", "lost", "dup", "leaked", "failed"):
+        table.add_column(col, overflow="fold")
+    for row in report.rows:
+        table.add_row(
+            row["area"],
+            row["check"],
+            f"{row['trials']:,} {row['unit']}",
+            *("–" if row[k] is None else str(row[k]) for k in ("lost", "duplicated", "leaked")),
+            "–" if row["failed"] is None else f"{row['failed']} ({row['failed_what']})",
+        )
+    out.print(table)
+    verdict = "[green]passed[/]" if report.passed else "[bold red]FAILED[/]"
+    out.print(f"reliability {verdict}: {md} and {js}")
+    if not report.passed:
+        for name in report.failures:
+            err.print(f"  {escape(name)}")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point: a `QuantlabError` prints its message and exits with 2."""
     try:
         app()
     except QuantlabError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] {escape(_masked(str(exc)))}")
         sys.exit(2)
+
+
+def _masked(text: str) -> str:
+    """`text` with the secrets of the environment masked (an error may quote one)."""
+    try:
+        secrets = [v for v in Secrets().values() if len(v) >= 4]
+    except Exception:  # a malformed secret must not hide the error itself
+        return text
+    return mask_secrets(text, secrets)
 
 
 if __name__ == "__main__":

@@ -544,10 +544,18 @@ def _find_secret_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            tree = tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
+        tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), f"not valid TOML: the file is not UTF-8 text ({exc})"
+        ) from None
+    except RecursionError:
+        raise ConfigError(str(path), "not valid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # a number tomllib cannot convert (more than 4300 digits)
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read the configuration file: {exc}") from exc
     secret_keys = _find_secret_keys(tree)
@@ -579,7 +587,11 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     explicit = path is not None or "QUANTLAB_CONFIG" in os.environ
     file = Path(path or os.environ.get("QUANTLAB_CONFIG", DEFAULT_CONFIG_FILE))
     tree: dict[str, Any] = {}
-    if file.exists():
+    try:
+        exists = file.exists()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+        raise ConfigError(str(file)[:300], f"not a usable configuration path: {exc}") from None
+    if exists:
         tree = _read_toml(file)
     elif explicit:
         raise ConfigError(str(file), "configuration file does not exist")
@@ -604,13 +616,29 @@ def mask_secrets(text: str, secrets: list[str], replacement: str = "***") -> str
 
 
 class SecretMaskingFilter(logging.Filter):
-    """A logging filter that replaces every configured secret value in a record by '***'."""
+    """A logging filter that replaces every configured secret value in a record by '***':
+    in the message, in the traceback of ``exc_info`` and in ``stack_info``.
+
+    The traceback is formatted here and kept, masked, as the record's ``exc_text`` (which
+    every `logging.Formatter` prints); ``exc_info`` is dropped so that no later handler or
+    formatter can print the exception again unmasked (an exception's message often holds
+    what it failed on: a URL, a request, a key).
+    """
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
         self._secrets = [s for s in secrets if len(s) >= 4]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
-            record.msg, record.args = mask_secrets(record.getMessage(), self._secrets), ()
+        if not self._secrets:
+            return True
+        record.msg, record.args = mask_secrets(record.getMessage(), self._secrets), ()
+        if record.exc_info and record.exc_info != (None, None, None):
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = text
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = mask_secrets(record.exc_text, self._secrets)
+        if record.stack_info:
+            record.stack_info = mask_secrets(record.stack_info, self._secrets)
         return True

@@ -62,6 +62,16 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert canary not in done.stdout + done.stderr
 
 
+def test_an_error_that_quotes_a_secret_is_printed_masked(tmp_path: Path) -> None:
+    canary = "CANARY-PW-0a1b2c3d4e5f"
+    missing = tmp_path / f"{canary}.toml"  # the error names the file, and so the secret
+    done = run("config", "show", "-c", str(missing), env={"QUANTLAB_REDIS_PASSWORD": canary})
+    assert done.returncode == 2
+    assert "error" in done.stderr
+    assert "***" in done.stderr
+    assert canary not in done.stdout + done.stderr
+
+
 def test_bad_config_fails_with_the_key(tmp_path: Path) -> None:
     (tmp_path / "quantlab.toml").write_text("[ingest]\nbatch_size = -1\n")
     done = run("run", "--quiet", cwd=tmp_path)

@@ -341,8 +341,17 @@ def to_json(message: WireMessage) -> bytes:
 
 
 def from_json(data: bytes | str) -> Any:
-    """Decode a JSON message of any wire type; raises `msgspec.ValidationError` on bad input."""
-    return _json_decoder.decode(data)
+    """Decode a JSON message of any wire type.
+
+    Raises `msgspec.DecodeError` on bad input: a `msgspec.ValidationError` (a subclass) for
+    well-formed JSON that is not a valid message, naming the field.
+    """
+    try:
+        return _json_decoder.decode(data)
+    except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
+        raise msgspec.DecodeError(f"a JSON message holds text that is not UTF-8: {exc}") from None
+    except RecursionError:  # msgspec raises it for a nesting deeper than the recursion limit
+        raise msgspec.DecodeError("a JSON message is nested too deeply") from None
 
 
 def to_msgpack(message: WireMessage) -> bytes:
@@ -351,4 +360,13 @@ def to_msgpack(message: WireMessage) -> bytes:
 
 
 def from_msgpack(data: bytes) -> Any:
-    return _msgpack_decoder.decode(data)
+    """Decode a MessagePack message of any wire type; raises `msgspec.DecodeError` on bad
+    input (as `from_json`)."""
+    try:
+        return _msgpack_decoder.decode(data)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(
+            f"a MessagePack message holds a non-UTF-8 string: {exc}"
+        ) from None
+    except RecursionError:
+        raise msgspec.DecodeError("a MessagePack message is nested too deeply") from None

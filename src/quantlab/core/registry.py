@@ -90,8 +90,9 @@ class SymbolRegistry:
     def from_bytes(cls, data: bytes) -> SymbolRegistry:
         try:
             snap = msgspec.json.decode(data, type=_Snapshot)
-        except msgspec.DecodeError as exc:
-            raise CodecError(f"not a symbol registry snapshot: {exc}") from exc
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises the last two for bad UTF-8 and a nesting deeper than its limit.
+            raise CodecError(f"not a symbol registry snapshot: {exc}") from None
         for what, names in (("symbol", snap.symbols), ("exchange", snap.exchanges)):
             if len(set(names)) != len(names):
                 dupes = sorted({n for n in names if names.count(n) > 1})

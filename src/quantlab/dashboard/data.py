@@ -81,8 +81,11 @@ def status(snapshot: Snapshot, *, stale_after_s: float = 5.0) -> tuple[str, str]
     """(state, text): state is ``running``, ``stopped`` or ``none``; text is the header line."""
     if not snapshot:
         return "none", "no engine has run yet"
-    when = dt.datetime.fromtimestamp(float(snapshot.get("written_at", 0)), dt.UTC)
-    stamp = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        when = dt.datetime.fromtimestamp(float(snapshot.get("written_at", 0)), dt.UTC)
+        stamp = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):  # a malformed snapshot: say so
+        stamp = f"an unreadable time ({str(snapshot.get('written_at'))[:40]!r})"
     run = snapshot.get("run_id") or "?"
     if engine_running(dict(snapshot), stale_after_s=stale_after_s):
         trading = snapshot.get("trading") or ""

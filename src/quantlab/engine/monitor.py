@@ -459,15 +459,18 @@ def read_snapshot(path: str | Path) -> dict[str, Any] | None:
         return None
     try:
         out = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # bad UTF-8, too deep
         return None
     return out if isinstance(out, dict) and out.get("schema") == SCHEMA else None
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (False for pid <= 0: ``kill`` takes those as groups)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -475,9 +478,18 @@ def pid_alive(pid: int) -> bool:
 
 
 def engine_running(snapshot: dict[str, Any] | None, *, stale_after_s: float = 5.0) -> bool:
-    """Whether the engine that wrote `snapshot` is running now (fresh heartbeat, live pid)."""
+    """Whether the engine that wrote `snapshot` is running now (fresh heartbeat, live pid).
+
+    A snapshot whose ``written_at`` or ``pid`` is missing or not a number (a hand-edited or
+    foreign file) is not a running engine.
+    """
     if not snapshot or snapshot.get("status") != "running":
         return False
-    if time.time() - float(snapshot.get("written_at", 0)) > stale_after_s:
+    written_at, pid = snapshot.get("written_at"), snapshot.get("pid")
+    if isinstance(written_at, bool) or not isinstance(written_at, int | float):
         return False
-    return pid_alive(int(snapshot.get("pid", -1)))
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        return False
+    if not time.time() - written_at <= stale_after_s:  # also False for a NaN time
+        return False
+    return pid_alive(pid)

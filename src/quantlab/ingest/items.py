@@ -99,7 +99,11 @@ def to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got bool {value!r}")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond 1.8e308 (its text may be over 4300 digits)
+            bits = int(value).bit_length()
+            raise ValueError(f"expected a number, got an integer of {bits} bits") from None
     if isinstance(value, str):
         return float(value)  # "NaN" and "inf" parse; the validator rejects them later
     raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -38,10 +38,13 @@ from quantlab.ingest.items import (
     reject,
 )
 
+# Timestamps are int64 nanoseconds: a larger integer is refused by the decoder (`wrong_type`).
+Nanos = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
 
 class WireQuote(msgspec.Struct, tag="q", tag_field="T", frozen=True):
     S: str
-    t: int
+    t: Nanos
     bp: float
     ap: float
     bs: float = 0.0
@@ -50,7 +53,7 @@ class WireQuote(msgspec.Struct, tag="q", tag_field="T", frozen=True):
 
 class WireTrade(msgspec.Struct, tag="t", tag_field="T", frozen=True):
     S: str
-    t: int
+    t: Nanos
     p: float
     s: float
     a: int = 0  # Aggressor
@@ -59,7 +62,7 @@ class WireTrade(msgspec.Struct, tag="t", tag_field="T", frozen=True):
 
 class WireBar(msgspec.Struct, tag="b", tag_field="T", frozen=True):
     S: str
-    t: int
+    t: Nanos
     o: float
     h: float
     l: float  # noqa: E741
@@ -68,6 +71,9 @@ class WireBar(msgspec.Struct, tag="b", tag_field="T", frozen=True):
 
 
 WireEvent = WireQuote | WireTrade | WireBar
+# What msgspec raises on bad input: its own errors, UnicodeDecodeError for bad UTF-8 inside a
+# string and RecursionError for a nesting deeper than the recursion limit.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 _json_frame = msgspec.json.Decoder(list[WireEvent])
 _json_one = msgspec.json.Decoder(WireEvent)
@@ -162,7 +168,7 @@ class WireParser:
         try:
             events = frame_dec.decode(raw)  # fast path: the whole frame at once
             rejects: list[Reject] = []
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _DECODE_ERRORS:
             events, rejects = self._one_by_one(raw, one_dec, raw_dec, msgpack=msgpack)
         if self.symbols is not None:
             known = self.symbols
@@ -181,10 +187,13 @@ class WireParser:
     ) -> tuple[list[WireEvent], list[Reject]]:
         try:
             parts = raw_dec.decode(raw)
-        except msgspec.DecodeError as exc:
-            return [], [reject(decode_error_reason(exc, msgpack=msgpack), str(exc), raw)]
         except msgspec.ValidationError as exc:
             return [], [reject(WRONG_TYPE, str(exc), raw)]
+        except msgspec.DecodeError as exc:
+            return [], [reject(decode_error_reason(exc, msgpack=msgpack), str(exc), raw)]
+        except (UnicodeDecodeError, RecursionError) as exc:
+            reason = MALFORMED_MSGPACK if msgpack else MALFORMED_JSON
+            return [], [reject(reason, f"{type(exc).__name__}: {exc}", raw)]
         if not isinstance(parts, list):
             parts = [parts]
         events, rejects = [], []
@@ -193,7 +202,7 @@ class WireParser:
                 events.append(one_dec.decode(part))
             except msgspec.ValidationError as exc:
                 rejects.append(reject(WRONG_TYPE, str(exc), bytes(part)))
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 reason = MALFORMED_MSGPACK if msgpack else MALFORMED_JSON
                 rejects.append(reject(reason, str(exc), bytes(part)))
         return events, rejects

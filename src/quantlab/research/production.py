@@ -95,7 +95,21 @@ def _time(name: str, value: object) -> dt.datetime | None:
         raise ParameterError(
             f"parameter {name!r}: expected an ISO date string, got {type(value).__name__} {value!r}"
         )
-    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    try:
+        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    except OverflowError:  # an offset that moves the time out of years 1-9999
+        raise ParameterError(
+            f"parameter {name!r}: {value!r} is out of range in UTC (years 1 to 9999)"
+        ) from None
+
+
+def _path(name: str, value: object) -> str | None:
+    """A path parameter as a string; None for None or ""."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | Path) or "\x00" in str(value):
+        raise ParameterError(f"parameter {name!r} must be a path, got {value!r:.200}")
+    return str(value)
 
 
 def _names(name: str, value: object) -> list[str] | None:
@@ -176,23 +190,32 @@ def validate_parameters(
         raise ParameterError(
             f"parameter 'start' ({t0.isoformat()}) must be before 'end' ({t1.isoformat()})"
         )
-    if config is not None and str(config) != "":
-        if not Path(config).is_file():
-            raise ParameterError(f"parameter 'config': no such file {str(config)!r}")
-    else:
-        config = None
+    config = _path("config", config)
+    if config is not None:
+        try:
+            is_file = Path(config).is_file()
+        except OSError:  # a name too long for the file system
+            is_file = False
+        if not is_file:
+            raise ParameterError(f"parameter 'config': no such file {config!r:.300}")
+    run_dir = _path("run_dir", run_dir)
     if run_id is not None and (not isinstance(run_id, str) or not RUN_ID.match(run_id)):
         raise ParameterError(
             f"parameter 'run_id' must be 1-64 letters, digits, '.', '_' or '-' (starting with a "
             f"letter or digit); got {run_id!r}"
         )
+    seconds: float | None = None
     if duration_s is not None:
         if isinstance(duration_s, bool) or not isinstance(duration_s, int | float):
             raise ParameterError(
                 f"parameter 'duration_s' must be a number of seconds, got {duration_s!r}"
             )
-        if not (math.isfinite(duration_s) and duration_s > 0):
-            raise ParameterError(f"parameter 'duration_s' must be > 0, got {duration_s!r}")
+        try:
+            seconds = float(duration_s)
+        except OverflowError:  # an integer beyond 1.8e308
+            seconds = math.inf
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ParameterError(f"parameter 'duration_s' must be > 0, got {duration_s!r:.100}")
     if mode == "paper" and duration_s is None:
         raise ParameterError("mode 'paper' runs on the wall clock: set 'duration_s' (seconds)")
     return ProductionParameters(
@@ -201,11 +224,11 @@ def validate_parameters(
         start=t0,
         end=t1,
         mode=mode,
-        config=str(config) if config is not None else None,
+        config=config,
         run_id=run_id or None,
-        run_dir=str(run_dir) if run_dir not in (None, "") else None,
+        run_dir=run_dir,
         data=_names("data", data),
-        duration_s=float(duration_s) if duration_s is not None else None,
+        duration_s=seconds,
     )
 
 

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -37,7 +38,8 @@ class BreakerRecord(msgspec.Struct, frozen=True, kw_only=True):
     previous: BreakerState
     trigger: str
     reason: str
-    timestamp: dt.datetime
+    # Aware: the breaker compares it with its own clock and publishes it in a BreakerEvent.
+    timestamp: Annotated[dt.datetime, msgspec.Meta(tz=True)]
     version: int = 0
     pid: int = 0
 
@@ -51,9 +53,11 @@ def encode(record: BreakerRecord) -> bytes:
 
 
 def decode(data: bytes, path: str | Path = "<bytes>") -> BreakerRecord:
+    """The record in `data` (the bytes of the file at `path`); `StorageError` naming the
+    file if it is not a valid state (malformed, bad UTF-8, nested too deeply, a naive time)."""
     try:
         return _decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise StorageError(
             f"breaker state file {str(path)!r} is not a valid state: {exc}"
         ) from None

@@ -315,6 +315,8 @@ def execute(
         )
     started = dt.datetime.now(dt.UTC)
     given_dir = params.get("run_dir")
+    if given_dir is not None and not isinstance(given_dir, str):
+        raise ParameterError(f"parameter 'run_dir' must be a path, got {given_dir!r:.200}")
     run_dir = Path(given_dir) if given_dir else _run_dir(settings, run_id, scheduled_for or started)
     if "run_id" in declared:
         params["run_id"] = run_id

@@ -123,10 +123,26 @@ class Hedge:
 
     @classmethod
     def from_json(cls, data: bytes) -> Hedge:
+        """The Hedge `to_json` saved; `DataError` naming what is wrong with anything else."""
         try:
             st = msgspec.json.decode(data, type=HedgeState)
-        except msgspec.DecodeError as exc:
-            raise DataError(f"not a Hedge state: {exc}") from exc
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises the last two for bad UTF-8 and a nesting deeper than its limit.
+            raise DataError(f"not a Hedge state: {exc}") from None
+        n = len(st.experts)
+        for name in ("log_weights", "expert_losses"):
+            values = getattr(st, name)
+            if len(values) != n:
+                raise DataError(
+                    f"Hedge state: {name} has {len(values)} values for {n} experts {st.experts}"
+                )
+            if not all(math.isfinite(v) for v in values):
+                raise DataError(f"Hedge state: {name} must be finite numbers, got {values}")
+        if not (math.isfinite(st.cumulative_loss) and st.rounds >= 0):
+            raise DataError(
+                f"Hedge state: cumulative_loss {st.cumulative_loss!r} and rounds {st.rounds!r} "
+                "must be finite and >= 0"
+            )
         hedge = cls(st.experts, eta=st.eta)
         hedge._log_w = list(st.log_weights)
         hedge.rounds, hedge.cumulative_loss = st.rounds, st.cumulative_loss

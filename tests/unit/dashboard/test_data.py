@@ -79,6 +79,13 @@ def test_status_lines(snap: dict[str, Any]) -> None:
     assert text.startswith("engine not running — showing the last stored state from ")
 
 
+def test_a_malformed_snapshot_time_is_shown_not_raised(snap: dict[str, Any]) -> None:
+    for bad in ("soon", None, 1e300, [1]):
+        state, text = data.status({**snap, "written_at": bad})
+        assert state in ("running", "stopped")
+        assert "an unreadable time" in text
+
+
 def test_markets_and_history(snap: dict[str, Any]) -> None:
     assert data.symbols(snap) == ["A/USD", "B/USD"]
     m = data.markets(snap)

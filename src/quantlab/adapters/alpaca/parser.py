@@ -49,6 +49,7 @@ CONTROL_TYPES: Final = frozenset({"success", "subscription", "error"})
 UNHANDLED_TYPES: Final = frozenset({"u", "d", "s", "l", "c", "x", "o", "n"})
 _TAKER_SIDE: Final = {"B": Aggressor.BUYER, "S": Aggressor.SELLER}
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_INT64: Final = 1 << 63  # timestamps are int64 nanoseconds: 1677-09-21 to 2262-04-11
 _RFC3339: Final = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})"
 )
@@ -211,14 +212,21 @@ class AlpacaParser:
 
 
 def timestamp_ns(value: Any) -> int:
-    """A msgpack Timestamp, RFC 3339 string or aware datetime as int ns UTC (else ValueError)."""
+    """A msgpack Timestamp, RFC 3339 string or aware datetime as int ns UTC (else ValueError,
+    also for a time outside int64 nanoseconds: before 1677 or after 2262)."""
     if isinstance(value, msgpack.Timestamp):
-        return int(value.to_unix_nano())
-    if isinstance(value, str):
-        return rfc3339_ns(value)
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return (value - _EPOCH) // dt.timedelta(microseconds=1) * 1000
-    raise ValueError(f"timestamp t must be a msgpack Timestamp or RFC 3339 string, got {value!r}")
+        ns = int(value.to_unix_nano())
+    elif isinstance(value, str):
+        ns = rfc3339_ns(value)
+    elif isinstance(value, dt.datetime) and value.tzinfo is not None:
+        ns = (value - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+    else:
+        raise ValueError(
+            f"timestamp t must be a msgpack Timestamp or RFC 3339 string, got {value!r}"
+        )
+    if not -_INT64 <= ns < _INT64:
+        raise ValueError(f"timestamp t {value!r} is outside the nanosecond range (1677 to 2262)")
+    return ns
 
 
 def rfc3339_ns(text: str) -> int:

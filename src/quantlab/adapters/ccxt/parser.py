@@ -37,6 +37,7 @@ from quantlab.ingest.items import (
 )
 
 _NS_PER_MS: Final = 1_000_000
+_MAX_MS: Final = ((1 << 63) - 1) // _NS_PER_MS
 _MESSAGE_TOO_BIG: Final = 1009  # websocket close code
 _AGGRESSOR: Final = {"buy": Aggressor.BUYER, "sell": Aggressor.SELLER}
 # Exceptions a ccxt message handler raises on fields of the wrong type or shape
@@ -275,6 +276,8 @@ def _ts_ns(value: Any, key: str) -> int:
         raise _FieldError(f"{key} is {value!r}, expected milliseconds since the epoch")
     if isinstance(value, float) and not math.isfinite(value):
         raise _FieldError(f"{key} is {value!r}, expected milliseconds since the epoch")
+    if not -_MAX_MS <= value <= _MAX_MS:  # events carry int64 nanoseconds
+        raise _FieldError(f"{key} is {value!r} ms, outside the nanosecond range (1677 to 2262)")
     return int(value) * _NS_PER_MS if isinstance(value, int) else round(value * _NS_PER_MS)
 
 

@@ -42,6 +42,10 @@ _TIME = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9})\d*)?(Z|[+-]\d{2}:?\d{2})?$"
 )
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_INT64: Final = 1 << 63  # timestamps are int64 nanoseconds: 1677-09-21 to 2262-04-11
+# What decoding a frame raises on bad input: msgspec's errors, bad UTF-8 inside a string,
+# and a nesting deeper than msgspec's limit.
+_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 # Detail prefix of a candles body that could not be read at all (as opposed to one bad candle).
 CANDLES_BODY: Final = "candles body"
 
@@ -59,7 +63,10 @@ def parse_time_ns(text: str) -> int:
     zone = "+00:00" if zone in (None, "Z") else zone
     moment = dt.datetime.fromisoformat(f"{day}T{clock}{zone}")
     seconds = (moment - _EPOCH) // dt.timedelta(seconds=1)
-    return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+    ns = seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+    if not -_INT64 <= ns < _INT64:
+        raise ValueError(f"time {text!r} is outside the nanosecond range (1677 to 2262)")
+    return ns
 
 
 class L2Book:
@@ -156,7 +163,7 @@ class CoinbaseFeedParser:
             return [oversized]
         try:
             msg = _decoder.decode(raw)
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             return [reject(decode_error_reason(exc), f"coinbase: {exc}", raw)]
         if not isinstance(msg, dict):
             return [reject(WRONG_TYPE, f"expected a JSON object, got {type(msg).__name__}", raw)]
@@ -310,7 +317,7 @@ def parse_candles(body: bytes | str, symbol: str) -> list[Events | Reject]:
     """A REST candles body (``{"candles": [{"start": "<epoch s>", "low", ...}]}``) -> bars."""
     try:
         msg = _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         return [reject(decode_error_reason(exc), f"{CANDLES_BODY}: {exc}", body)]
     candles = msg.get("candles") if isinstance(msg, dict) else None
     if not isinstance(candles, list):
@@ -322,11 +329,16 @@ def parse_candles(body: bytes | str, symbol: str) -> list[Events | Reject]:
             if not isinstance(candle, dict):
                 raise _PartError(WRONG_TYPE, f"candle must be an object, got {candle!r:.80}")
             start: Any = candle.get("start")
-            if not (isinstance(start, str) and start.isdigit()) and not _is_int(start):
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+            digits = isinstance(start, str) and start.isascii() and start.isdigit()
+            if not (digits and len(start) <= 19) and not _is_int(start):
                 raise _PartError(WRONG_TYPE, f"start must be epoch seconds, got {start!r:.40}")
+            ts = int(start) * 1_000_000_000
+            if not -_INT64 <= ts < _INT64:
+                raise _PartError(WRONG_TYPE, f"start {start} is outside the nanosecond range")
             fb.bar(
                 symbol,
-                int(start) * 1_000_000_000,
+                ts,
                 _num(candle, "open"),
                 _num(candle, "high"),
                 _num(candle, "low"),

@@ -54,7 +54,7 @@ def parse_news(body: bytes | str, shape: str, symbols: Mapping[str, str]) -> New
     """
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         detail = f"{shape} news body: {exc}"
         return NewsPage([reject(decode_error_reason(exc), detail, body)], None, valid=False)
     key, cursor_key = ("news", "next_page_token") if shape == "alpaca" else ("results", "next_url")

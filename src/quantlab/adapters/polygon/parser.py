@@ -33,6 +33,9 @@ from quantlab.ingest.items import (
 _MS: Final = 1_000_000
 _INT64_MAX: Final = (1 << 63) - 1
 _DATA_EVENTS: Final = frozenset({"T", "Q", "A", "AM"})
+# What decoding a body raises on bad input: msgspec's errors, bad UTF-8 inside a string,
+# and a nesting deeper than msgspec's limit.
+_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class Status(msgspec.Struct, frozen=True):
@@ -77,7 +80,7 @@ def parse_frame(raw: str | bytes, symbols: Mapping[str, str]) -> ParsedFrame:
         return ParsedFrame([oversized], statuses)
     try:
         events = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         return ParsedFrame([reject(decode_error_reason(exc), f"polygon frame: {exc}", raw)], [])
     if not isinstance(events, list):
         detail = f"expected a JSON array of events, got {type(events).__name__}"
@@ -96,7 +99,7 @@ def parse_frame(raw: str | bytes, symbols: Mapping[str, str]) -> ParsedFrame:
             else:
                 builder.reject(WRONG_TYPE, "status message without a string status", event)
             continue
-        if ev not in _DATA_EVENTS:
+        if not isinstance(ev, str) or ev not in _DATA_EVENTS:
             builder.reject(UNKNOWN_MESSAGE, f"unknown polygon event type {ev!r}", event)
             continue
         vendor = event.get("sym")
@@ -160,7 +163,7 @@ def parse_aggregates(body: bytes, symbol: str) -> AggregatesPage:
     empty = pl.DataFrame(schema=BAR_SCHEMA)
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         return AggregatesPage(empty, [reject(decode_error_reason(exc), str(exc), body)], None)
     if not isinstance(doc, dict):
         detail = f"aggregates body must be a JSON object, got {type(doc).__name__}"

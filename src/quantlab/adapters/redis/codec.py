@@ -5,8 +5,9 @@ Every payload becomes a ``(kind, bytes)`` pair:
 - ``w``: a typed message of the `quantlab.core.messages.WireMessage` tagged union, as JSON;
 - ``mb`` / ``fb``: a `MarketBatch` / `FeatureBatch`, its fields as MessagePack with the frame
   as Arrow IPC stream bytes (``frame.write_ipc_stream(None)``, no pyarrow needed; reading a
-  stream takes ~10 µs for a small frame, the IPC *file* reader ~0.5 ms);
-- ``df``: a bare `polars.DataFrame` as IPC stream bytes;
+  stream takes ~10 µs for a small frame, the IPC *file* reader ~0.5 ms) followed by their
+  CRC-32 (4 bytes, big-endian);
+- ``df``: a bare `polars.DataFrame` as IPC stream bytes and their CRC-32;
 - ``dl``: a `DeadLetter` (its envelope's payload encoded recursively);
 - ``p``: plain data (str, bytes, int, float, bool, None, list, dict) as MessagePack; any other
   msgspec struct or dataclass (a stage's own record) travels as its fields and arrives as a
@@ -27,6 +28,13 @@ three layouts, told apart by the entry's first byte:
   ``[id, ts, kind, bytes]`` rows, one `encode` per event (batches, frames, dead letters, mixes).
 
 `count_events` reads the number of events of an entry without decoding it.
+
+Decoding never trusts an entry: every layout, payload and field is decoded with its type
+(`CodecError` names what is wrong), and a frame is handed to polars only once its CRC-32
+matches. Polars' IPC reader is not safe on corrupt input (a damaged buffer length makes it
+abort the process on a failed allocation, a damaged offset makes it panic), so a frame
+damaged in transit is refused before it gets there; the bus trusts its Redis server (which
+requires a password) not to forge frames with a matching checksum.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import zlib
 from collections.abc import Sequence
 from typing import Any, get_args
 
 import msgspec
 import polars as pl
+from polars.exceptions import PanicException
 
 from quantlab.bus.base import DeadLetter, Envelope
 from quantlab.core.enums import EventType
@@ -57,17 +67,66 @@ _WIRE_TYPE_SET: frozenset[Any] = frozenset(_WIRE_TYPES)
 _PLAIN_TYPE_SET: frozenset[Any] = frozenset(_PLAIN)
 _json_entry_decoder = msgspec.json.Decoder(tuple[list[str], int | list[int], list[WireMessage]])
 _plain_entry_decoder = msgspec.msgpack.Decoder(tuple[list[str], int | list[int], list[Any]])
+_rows_decoder = msgspec.msgpack.Decoder(list[tuple[str, int, str, bytes]])
+
+
+class _MarketBatchFields(msgspec.Struct):
+    kind: EventType
+    frame: bytes
+    seq: int
+    ts_min: int
+    ts_max: int
+    source: str
+    ts_recv: int = 0
+
+
+class _FeatureBatchFields(msgspec.Struct):
+    spec: str
+    version: str
+    frame: bytes
+    seq: int
+    ts_max: int
+    ts_recv: int = 0
+
+
+class _DeadLetterFields(msgspec.Struct):
+    id: str
+    topic: str
+    ts_publish: int
+    deliveries: int
+    seq: int
+    kind: str
+    data: bytes
+    subscription: str
+    reason: str
+
+
+_market_batch_decoder = msgspec.msgpack.Decoder(_MarketBatchFields)
+_feature_batch_decoder = msgspec.msgpack.Decoder(_FeatureBatchFields)
+_dead_letter_decoder = msgspec.msgpack.Decoder(_DeadLetterFields)
 
 # One event inside a stream entry: (message id, publish time in ns, kind, encoded payload).
 Event = tuple[str, int, Any]
 
 
 def _frame_bytes(frame: pl.DataFrame) -> bytes:
-    return frame.write_ipc_stream(None).getvalue()
+    """The frame as Arrow IPC stream bytes followed by their CRC-32."""
+    data = frame.write_ipc_stream(None).getvalue()
+    return data + zlib.crc32(data).to_bytes(4, "big")
 
 
 def _read_frame(data: bytes) -> pl.DataFrame:
-    return pl.read_ipc_stream(io.BytesIO(data))
+    """The frame of `_frame_bytes`; `CodecError` if its CRC-32 does not match (see the module
+    doc: polars must never read a damaged IPC stream)."""
+    body = data[:-4]
+    if len(data) < 4 or zlib.crc32(body).to_bytes(4, "big") != data[-4:]:
+        raise CodecError(
+            f"an Arrow IPC frame of {len(data)} bytes fails its CRC-32 check (damaged in transit)"
+        )
+    try:
+        return pl.read_ipc_stream(io.BytesIO(body))
+    except PanicException as exc:  # a Rust panic is no `Exception`
+        raise CodecError(f"polars could not read an Arrow IPC frame: {exc}") from None
 
 
 def encode(payload: Any) -> tuple[str, bytes]:
@@ -139,40 +198,40 @@ def decode(kind: str, data: bytes) -> Any:
         if kind == "df":
             return _read_frame(data)
         if kind == "mb":
-            f = _mp_decoder.decode(data)
+            mb = _market_batch_decoder.decode(data)
             return MarketBatch(
-                kind=EventType(f["kind"]),
-                frame=_read_frame(f["frame"]),
-                seq=f["seq"],
-                ts_min=f["ts_min"],
-                ts_max=f["ts_max"],
-                source=f["source"],
-                ts_recv=f.get("ts_recv", 0),
+                kind=mb.kind,
+                frame=_read_frame(mb.frame),
+                seq=mb.seq,
+                ts_min=mb.ts_min,
+                ts_max=mb.ts_max,
+                source=mb.source,
+                ts_recv=mb.ts_recv,
             )
         if kind == "fb":
-            f = _mp_decoder.decode(data)
+            fb = _feature_batch_decoder.decode(data)
             return FeatureBatch(
-                spec=f["spec"],
-                version=f["version"],
-                frame=_read_frame(f["frame"]),
-                seq=f["seq"],
-                ts_max=f["ts_max"],
-                ts_recv=f.get("ts_recv", 0),
+                spec=fb.spec,
+                version=fb.version,
+                frame=_read_frame(fb.frame),
+                seq=fb.seq,
+                ts_max=fb.ts_max,
+                ts_recv=fb.ts_recv,
             )
         if kind == "dl":
-            f = _mp_decoder.decode(data)
+            dl = _dead_letter_decoder.decode(data)
             envelope = Envelope(
-                id=f["id"],
-                topic=f["topic"],
-                payload=decode(f["kind"], f["data"]),
-                ts_publish=f["ts_publish"],
-                deliveries=f["deliveries"],
-                seq=f["seq"],
+                id=dl.id,
+                topic=dl.topic,
+                payload=decode(dl.kind, dl.data),
+                ts_publish=dl.ts_publish,
+                deliveries=dl.deliveries,
+                seq=dl.seq,
             )
-            return DeadLetter(envelope=envelope, subscription=f["subscription"], reason=f["reason"])
+            return DeadLetter(envelope=envelope, subscription=dl.subscription, reason=dl.reason)
     except CodecError:
         raise
-    except Exception as exc:  # a corrupt entry: msgspec, polars or key errors
+    except Exception as exc:  # a corrupt payload: msgspec's decode or type errors, polars'
         raise CodecError(f"cannot decode a bus payload of kind {kind!r}: {exc}") from exc
     raise CodecError(f"unknown bus payload kind {kind!r}")
 
@@ -223,7 +282,7 @@ def decode_columns(data: bytes) -> Columns:
             if not len(ids) == len(payloads) == n or (not isinstance(ts, int) and len(ts) != n):
                 raise CodecError("corrupt bus entry: columns of different lengths")
             return ids, ts, payloads
-        rows = _mp_decoder.decode(data)
+        rows = _rows_decoder.decode(data)
         return (
             [r[0] for r in rows],
             [r[1] for r in rows],

@@ -29,6 +29,7 @@ from quantlab.signals.models.onnx_model import (
 )
 from quantlab.signals.models.registry import (
     ModelEntry,
+    ModelFormatError,
     ModelIntegrityError,
     ModelMismatchError,
     ModelNotFoundError,
@@ -44,6 +45,7 @@ __all__ = [
     "LabeledWindows",
     "ModelEntry",
     "ModelError",
+    "ModelFormatError",
     "ModelInputError",
     "ModelIntegrityError",
     "ModelMismatchError",

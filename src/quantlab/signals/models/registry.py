@@ -8,9 +8,11 @@ Layout of a registry folder::
 An entry records what a model needs to be used correctly (feature spec, window, channels,
 horizon, target), how it was made (kind, seed, parameters, training span and files) and how
 it scored in purged walk-forward cross-validation, with the sha256 of its file. `load` hashes
-the file's bytes, refuses them if the hash differs from the entry's, and hands onnxruntime
-those same bytes (never a second read of the file). It also refuses a model trained on a
-different feature spec or channel list than the caller computes.
+the file's bytes, refuses them if the hash differs from the entry's, refuses bytes that are
+not an ONNX protobuf (a pickle, a torch or joblib file: formats that run code when loaded,
+which quantlab never loads, whatever their hash) and hands onnxruntime those same bytes
+(never a second read of the file). It also refuses a model trained on a different feature
+spec or channel list than the caller computes.
 
 Every write goes to a temporary file in the folder, is fsynced, and replaces its target with
 `os.replace`, so a reader sees the old or the new registry, never half of one. One writer at a
@@ -49,6 +51,93 @@ class ModelIntegrityError(ModelError):
         super().__init__(
             f"model file {file} fails its integrity check: registry.json expects sha256 "
             f"{expected}, the file has {actual}; refusing to load it"
+        )
+
+
+class ModelFormatError(ModelError):
+    """A model file is not an ONNX model (a pickle, a torch or joblib archive, random bytes);
+    it is refused before anything parses it, even when its sha256 is the registered one."""
+
+
+# Leading bytes of formats a model may come in that execute code when loaded (pickle and
+# the formats built on it) or that are simply not ONNX; what the error calls them.
+_NOT_ONNX: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a zip archive (torch.save, joblib or .npz files are; they hold pickles)"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"\x93NUMPY", "a NumPy .npy file (object arrays in one are pickles)"),
+    (b"\x1f\x8b", "gzip-compressed (joblib compresses pickles so)"),
+    (b"BZh", "bzip2-compressed (joblib compresses pickles so)"),
+    (b"\xfd7zXZ\x00", "xz-compressed (joblib compresses pickles so)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed (joblib compresses pickles so)"),
+    (b"\x04\x22\x4d\x18", "lz4-compressed (joblib compresses pickles so)"),
+    (b"\x89HDF", "an HDF5 file (Keras)"),
+)
+_IR_VERSION, _GRAPH = 1, 7  # ModelProto fields every ONNX model has (onnx.proto)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError(f"a truncated or overlong varint at byte {pos}")
+
+
+def _not_onnx(data: bytes) -> str | None:
+    """Why `data` is not a serialized ONNX ModelProto (None when it is one, as far as its
+    top-level fields go: onnxruntime parses the rest)."""
+    if not data:
+        return "is empty"
+    if data[0] == 0x80 and len(data) > 1 and 2 <= data[1] <= 5:
+        return f"is a Python pickle (protocol {data[1]}), which runs code when loaded"
+    for magic, what in _NOT_ONNX:
+        if data.startswith(magic):
+            return f"is {what}"
+    seen: set[int] = set()
+    pos = 0
+    try:
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            field, wire = key >> 3, key & 7
+            if field == 0:
+                raise ValueError(f"field number 0 at byte {pos}")
+            if wire == 0:
+                _, pos = _varint(data, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 2:
+                size, pos = _varint(data, pos)
+                pos += size
+            elif wire == 5:
+                pos += 4
+            else:  # 3/4 (groups) are not in onnx.proto; 6/7 do not exist
+                raise ValueError(f"wire type {wire} at byte {pos}")
+            if pos > len(data):
+                raise ValueError("a field runs past the end of the file")
+            if (field, wire) in ((_IR_VERSION, 0), (_GRAPH, 2)):
+                seen.add(field)
+    except ValueError as exc:
+        return (
+            f"is not a protobuf message ({exc}), so not an ONNX model (a protocol 0/1 pickle "
+            "or another format)"
+        )
+    if not {_IR_VERSION, _GRAPH} <= seen:
+        return "is a protobuf message but not an ONNX model (no ir_version or no graph)"
+    return None
+
+
+def check_onnx(data: bytes, label: str) -> None:
+    """Refuse `data` unless it is an ONNX model (`ModelFormatError` naming `label` and what
+    the bytes are); nothing here parses more than the top-level protobuf fields."""
+    problem = _not_onnx(data)
+    if problem is not None:
+        raise ModelFormatError(
+            f"{label} {problem}; quantlab loads only ONNX models, never pickled objects, "
+            "so it refuses to load it"
         )
 
 
@@ -140,8 +229,10 @@ class ModelRegistry:
             return []
         try:
             doc = msgspec.json.decode(raw, type=_RegistryFile)
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-            raise ModelError(f"model registry {self.path} is not valid: {exc}") from exc
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # ValidationError is a DecodeError; msgspec raises the other two for bad UTF-8
+            # and a nesting deeper than its limit.
+            raise ModelError(f"model registry {self.path} is not valid: {exc}") from None
         if doc.format != FORMAT:
             raise ModelError(
                 f"model registry {self.path} has format {doc.format}; this quantlab reads {FORMAT}"
@@ -190,6 +281,8 @@ class ModelRegistry:
         ------
         ModelIntegrityError
             The file's sha256 is not the registered one.
+        ModelFormatError
+            The file is not an ONNX model (a pickle, a torch archive...), whatever its sha256.
         ModelMismatchError
             The model was trained on another feature spec or channel list.
         """
@@ -213,6 +306,7 @@ class ModelRegistry:
         actual = sha256_hex(data)
         if actual != entry.sha256:
             raise ModelIntegrityError(file, entry.sha256, actual)
+        check_onnx(data, f"{label}: its file {file}")
         return OnnxModel(data, entry)
 
     def _file(self, entry: ModelEntry) -> Path:
