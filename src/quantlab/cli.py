@@ -1124,6 +1124,7 @@ def check_reliability(
     counts zero lost, zero duplicated and zero leaked."""
     from quantlab.research.data import project_root
     from quantlab.runs.reliability import run_reliability
+    from quantlab.testing.reliability import COUNTS
 
     root = project_root()
     suite = tests or root / "tests" / "reliability"
@@ -1131,18 +1132,15 @@ def check_reliability(
     target.mkdir(parents=True, exist_ok=True)
     report = run_reliability(suite, workers=workers, select=select, log=target / "pytest.log")
     md, js = report.write(target)
-    table = Table(title="reliability", title_justify="left")
-    for col in ("area", "check", "trials", "lost", "dup", "leaked", "failed"):
-        table.add_column(col, overflow="fold")
-    for row in report.rows:
-        table.add_row(
-            row["area"],
-            row["check"],
-            f"{row['trials']:,} {row['unit']}",
-            *("–" if row[k] is None else str(row[k]) for k in ("lost", "duplicated", "leaked")),
-            "–" if row["failed"] is None else f"{row['failed']} ({row['failed_what']})",
+    for row in report.rows:  # one line a check; the report has the table and the details
+        bad = report.bad_counts(row)
+        counts = ", ".join(f"{k} {row[k]}" for k in COUNTS if row[k] is not None)
+        mark = "[bold red]✗[/]" if bad else "[green]✓[/]"
+        out.print(
+            f"{mark} {row['area']}: {escape(row['check'])} — {row['trials']:,} {row['unit']}; "
+            f"{counts}",
+            highlight=False,
         )
-    out.print(table)
     verdict = "[green]passed[/]" if report.passed else "[bold red]FAILED[/]"
     out.print(f"reliability {verdict}: {md} and {js}")
     if not report.passed:

@@ -151,7 +151,7 @@ def test_a_mixed_deployment_refuses_to_trade(
         unit="deployments",
         failed=int(not halted) + sent,
         failed_what="orders sent to the venue, or no halt",
-        detail=f"breaker halted ({state.reason[:80] if state else 'not halted'}); "
+        detail=f"breaker halted ({state.reason.split(';')[0] if state else 'not halted'}); "
         f"{proposed} orders proposed, {sent} sent",
     )
     assert halted, f"the breaker was not halted by the deployment check: {state}"
