@@ -428,3 +428,19 @@ def test_a_database_serves_paper_or_live_trading_never_both(engine: Engine) -> N
     claim_trading_mode(engine, "paper")  # the same mode again: fine
     with pytest.raises(StorageError, match=r"holds the orders of paper trading; a live run"):
         claim_trading_mode(engine, "live")
+
+
+def test_a_value_the_database_refuses_is_a_clear_error_naming_it(
+    engine: Engine, store: SqlOrderStore
+) -> None:
+    """A NUL byte in text (PostgreSQL refuses it) or a name past its column's length
+    (PostgreSQL's VARCHAR) is a `StorageError` naming the value, not a driver's traceback."""
+    from quantlab.core.errors import StorageError
+
+    bad = make_order(1, symbol="ETH/BTC\x00" + "x" * 100)
+    if engine.dialect.name == "sqlite":  # SQLite stores both as given
+        assert store.record_intent(bad, "paper", OrderStatus.PENDING_SUBMIT)
+        return
+    with pytest.raises(StorageError, match=r"the database refused a value .*symbol='ETH/BTC"):
+        store.record_intent(bad, "paper", OrderStatus.PENDING_SUBMIT)
+    assert store.get(bad.client_order_id) is None

@@ -10,7 +10,8 @@ from typing import Any, cast
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, Table, create_engine, event
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 
 from quantlab.core.errors import StorageError
 
@@ -27,6 +28,34 @@ def _sqlite_pragmas(synchronous: str) -> Any:
         cur.close()
 
     return on_connect
+
+
+def _suspects(parameters: Any) -> list[str]:
+    """The bound values a database may refuse as data: long strings, strings with NUL."""
+    rows = parameters if isinstance(parameters, list | tuple) else [parameters]
+    out: list[str] = []
+    for row in rows:
+        items = row.items() if isinstance(row, dict) else enumerate(row or ())
+        for key, value in items:
+            if isinstance(value, str) and (len(value) > 64 or "\x00" in value):
+                out.append(
+                    f"{key}={value[:40]!r}{'...' if len(value) > 40 else ''} "
+                    f"({len(value):,} characters{', NUL' if chr(0) in value else ''})"
+                )
+    return out
+
+
+def _clear_data_error(context: ExceptionContext) -> None:
+    """A value the database refuses as data (too long for its column, a NUL byte in text on
+    PostgreSQL) becomes a `StorageError` naming the values, not a driver's traceback."""
+    if not isinstance(context.sqlalchemy_exception, DataError):
+        return
+    why = str(context.original_exception).strip().splitlines()[0][:200]
+    suspects = _suspects(context.parameters)
+    named = f": {', '.join(suspects[:5])}" if suspects else ""
+    raise StorageError(f"the database refused a value ({why}){named}") from (
+        context.original_exception
+    )
 
 
 def make_engine(url: str, *, durable: bool = True, synchronous: str | None = None) -> Engine:
@@ -48,9 +77,12 @@ def make_engine(url: str, *, durable: bool = True, synchronous: str | None = Non
         if level not in ("FULL", "NORMAL", "OFF"):
             raise StorageError(f"synchronous must be FULL, NORMAL or OFF, got {level!r}")
         event.listen(engine, "connect", _sqlite_pragmas(level))
+        event.listen(engine, "handle_error", _clear_data_error)
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        event.listen(engine, "handle_error", _clear_data_error)
+        return engine
     raise StorageError(f"unsupported database URL {url!r}: expected sqlite:/// or postgresql://")
 
 
