@@ -309,6 +309,9 @@ class SourceConfig(BaseModel):
 
     type: Literal["synthetic", "replay", "alpaca", "coinbase", "ccxt", "polygon", "news"]
     name: str | None = None
+    backfill: bool = Field(
+        True, description="with live.backfill: heal this source's gaps from its venue's REST bars"
+    )
 
 
 class LiveConfig(_Section):
@@ -321,6 +324,14 @@ class LiveConfig(_Section):
     backoff_max_s: float = Field(30.0, gt=0)
     max_future_s: float = Field(5.0, gt=0, description="reject events this far in the future")
     write_lake: bool = True
+    backfill: bool = Field(
+        True,
+        description="fetch what a disconnect (or a gap in a bar stream) cost a source from its "
+        "venue's REST bars, into the lake (alpaca, polygon, coinbase, ccxt sources)",
+    )
+    backfill_timeframe: str = Field(
+        "1m", pattern=r"^[1-9][0-9]*[smhd]$", description="the bars backfilled (a bar stream's own)"
+    )
     status_every_s: float = Field(1.0, gt=0)
     monitor_every_s: float = Field(
         0.5, gt=0, description="how often a live engine writes its dashboard snapshot"

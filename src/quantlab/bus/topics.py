@@ -68,6 +68,14 @@ def market_data(kind: EventType | str, symbol: str | None = None) -> str:
     return base if symbol is None else f"{base}.{_segment(symbol, 'symbol')}"
 
 
+def backfill(kind: EventType | str) -> str:
+    """``market.backfill.<kind>``: events fetched after the fact to heal a gap in a live feed
+    (`ingest.backfill`). The lake writer stores them; the live stages, which act on
+    ``market.data.*``, never see them."""
+    name = kind.topic_name if isinstance(kind, EventType) else kind
+    return f"market.backfill.{_one_of(name, MARKET_KINDS, 'market data kind')}"
+
+
 def features(symbol: str | None = None) -> str:
     """``features`` for feature batches, ``features.<symbol>`` for one symbol's vectors."""
     return "features" if symbol is None else f"features.{_segment(symbol, 'symbol')}"
@@ -105,6 +113,7 @@ def news(symbol: str) -> str:
 DEAD_LETTER: Final = "system.deadletter"
 ALL_SIGNALS: Final = "signals.*"
 ALL_MARKET_DATA: Final = "market.data.*"
+ALL_BACKFILL: Final = "market.backfill.*"
 
 
 def check_topic(topic: str) -> str:

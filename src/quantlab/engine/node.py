@@ -54,13 +54,14 @@ from quantlab.core.instruments import InstrumentBook
 from quantlab.engine.deployment import DeploymentCheck, fingerprint
 from quantlab.engine.monitor import FigurePublisher, MonitorWriter
 from quantlab.engine.result import RunResult, RunSummary
-from quantlab.engine.sources import build_sources
+from quantlab.engine.sources import build_backfill, build_sources
 from quantlab.engine.strategies import build_strategy
 from quantlab.engine.venues import Trading, build_venues
 from quantlab.execution import ExecutionEngine, OrderBuilder, OrderTracker, Router
 from quantlab.execution.sizing import FixedNotional, KellySizer, Sizer
 from quantlab.features import Count, Ema, FeatureEngine, FeatureStore, get_spec
 from quantlab.ingest import IngestEngine
+from quantlab.ingest.backfill import Backfiller
 from quantlab.ingest.multiplexer import Backoff
 from quantlab.ingest.ports import MarketDataSource
 from quantlab.ingest.quality import QualityConfig
@@ -186,6 +187,7 @@ class Node:
         s = settings
         self.clock: Clock
         self.replay = False
+        backfill: Backfiller | None = None
         if mode == "backtest":
             self.clock = SimulatedClock()
             replay = ReplaySource(
@@ -213,6 +215,10 @@ class Node:
             self.sources = sources if sources is not None else build_sources(s, self.clock)
             self.symbols = []
             quality = QualityConfig(max_future_s=s.live.max_future_s)
+            # The configured sources' holes, healed in the lake from their venues' REST bars
+            # (by the process that runs the sources and writes the lake).
+            if sources is None and role in ("all", "ingest") and s.live.write_lake:
+                backfill = build_backfill(s)
         # On the wall clock, with a book that outlives the process (restart reconciliation).
         self.on_wall_clock = mode == "live" and not self.replay
         self._redis: Any = None
@@ -237,6 +243,7 @@ class Node:
                 s.live.backoff_initial_s, max(s.live.backoff_max_s, s.live.backoff_initial_s)
             ),
             stale_after_s=s.live.stale_after_s if self.on_wall_clock else None,
+            backfill=backfill,
         )
         # The configured spec, plus the windows the strategy reads if the spec lacks them.
         self.spec = get_spec(s.features.spec).with_indicators(

@@ -1,5 +1,7 @@
-"""Ingestion: source port, multiplexer, data-quality rules, batching and the ingest engine."""
+"""Ingestion: source port, multiplexer, data-quality rules, batching, gap backfill and the
+ingest engine."""
 
+from quantlab.ingest.backfill import BackfillConfig, Backfiller
 from quantlab.ingest.batcher import Batcher
 from quantlab.ingest.engine import IngestEngine
 from quantlab.ingest.items import Events, Heartbeat, Reject, SourceItem
@@ -8,6 +10,8 @@ from quantlab.ingest.ports import HistoricalBars, MarketDataSource, SourceDiscon
 from quantlab.ingest.quality import QualityChecker, QualityConfig
 
 __all__ = [
+    "BackfillConfig",
+    "Backfiller",
     "Backoff",
     "Batcher",
     "Events",

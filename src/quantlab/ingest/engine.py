@@ -4,7 +4,9 @@ Backtest (`lockstep`): sources are consumed one after another; before each batch
 the simulated clock moves to its newest timestamp, and after it the engine waits for the bus
 to drain, so every consequence of batch k (orders, fills) happens before batch k+1 is seen.
 Live: every source runs in the multiplexer (reconnects, staleness), batches flush at
-`batch_size` rows or after `flush_ms`, whichever comes first.
+`batch_size` rows or after `flush_ms`, whichever comes first. With a `Backfiller`, what a
+source missed while it was disconnected (or in a gap of its bars) is fetched from the venue's
+REST history and published on ``market.backfill.bar`` for the lake (`ingest.backfill`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from quantlab.core.enums import EventType
 from quantlab.core.errors import BusError
 from quantlab.core.messages import DataGap, MarketBatch, NewsEvent
 from quantlab.core.schemas import TIMESTAMP
+from quantlab.ingest.backfill import Backfiller
 from quantlab.ingest.batcher import Batcher
 from quantlab.ingest.items import Events, Heartbeat, Reject, SourceItem
 from quantlab.ingest.multiplexer import Backoff, Multiplexer
@@ -50,6 +53,9 @@ class IngestEngine:
         Receives ``(source name, rejected rows with a reason column)``: the dead-letter store.
     progress
         Called with the number of raw events consumed so far, for progress bars.
+    backfill
+        Live: heals the holes disconnects (and bar gaps) leave, from the sources' REST
+        histories (`ingest.backfill`); None: holes are only alerted (`DataGap`).
     """
 
     name = "ingest"
@@ -68,6 +74,7 @@ class IngestEngine:
         backoff: Backoff | None = None,
         stale_after_s: float | None = 30.0,
         news_window: int = 100_000,
+        backfill: Backfiller | None = None,
     ) -> None:
         self.sources = sources
         self.clock = clock
@@ -101,15 +108,25 @@ class IngestEngine:
         self.rejected: Counter[str] = Counter()
         self.flagged: Counter[str] = Counter()
         self.gaps = 0
+        # Backfill: per source, the newest event time of each (kind, symbol) when the source
+        # last disconnected, until its first event after the reconnect closes the hole.
+        self.backfill = backfill
+        self._holes: dict[str, dict[tuple[EventType, str], int]] = {}
+        if backfill is not None and not lockstep:
+            self.multiplexer.on_disconnect = self._on_disconnect
+            backfill.bind(self._store_backfill, self._newest)
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
 
     async def stop(self) -> None:
-        """Stop taking items and publish what the batchers hold."""
+        """Stop taking items and publish what the batchers hold (and what the backfill is
+        fetching)."""
         self._stopping = True
         self.multiplexer.stop()
         await self.flush()
+        if self.backfill is not None:
+            await self.backfill.close()
 
     async def run(self) -> None:
         """Consume every source to its end (backtest) or until `stop()` (live)."""
@@ -177,16 +194,22 @@ class IngestEngine:
         elif isinstance(item, Heartbeat):
             return
 
+    def _checker(self, key: tuple[str, EventType]) -> QualityChecker:
+        checker = self._checkers.get(key)
+        if checker is None:
+            source, kind = key
+            checker = self._checkers[key] = QualityChecker(
+                kind, self.quality, asset_class=self._asset.get(source, "crypto")
+            )
+            self._raw[key] = Batcher(self.batch_size, self.flush_ms)
+            self._batchers[key] = Batcher(self.batch_size, self.flush_ms)
+        return checker
+
     async def _on_events(self, source: str, item: Events) -> None:
         key = (source, item.kind)
         if self._stamp_received:  # the oldest row waiting for a batch arrived now, or before
             self._received.setdefault(key, time.time_ns())
-        if key not in self._checkers:
-            self._checkers[key] = QualityChecker(
-                item.kind, self.quality, asset_class=self._asset.get(source, "crypto")
-            )
-            self._raw[key] = Batcher(self.batch_size, self.flush_ms)
-            self._batchers[key] = Batcher(self.batch_size, self.flush_ms)
+        self._checker(key)
         self.rows_in += item.frame.height
         if item.frame.height >= self.batch_size and not self._raw[key].pending:
             await self._check(key, item.frame)
@@ -206,6 +229,13 @@ class IngestEngine:
         self.rows_accepted += result.accepted.height
         for batch in self._batchers[key].add(result.accepted):
             await self._publish(source, kind, batch)
+        if self.backfill is not None and self.backfill.covers(source):
+            self._heal(source, kind, result.accepted)
+            if kind is EventType.BAR:
+                for gap in result.gaps:
+                    self.backfill.gap(source, gap.symbol, gap.start_ns, gap.end_ns)
+            if self.backfill.waiting(source):
+                self.backfill.advance(source)
         if result.gaps and self._bus is not None:
             self.gaps += len(result.gaps)
             for gap in result.gaps:
@@ -219,6 +249,77 @@ class IngestEngine:
                         seconds=gap.seconds,
                     ),
                 )
+
+    # -- backfill -------------------------------------------------------------------------------
+    async def _on_disconnect(self, source: str) -> None:
+        """`source` lost its connection: note where its data stopped, per (kind, symbol)."""
+        if self.backfill is None or not self.backfill.covers(source):
+            return
+        for key in [k for k in self._raw if k[0] == source]:
+            pending = self._raw[key].flush()  # rows received before the loss count as seen
+            if pending is not None:
+                await self._check(key, pending)
+        holes = self._holes.setdefault(source, {})
+        for (name, kind), checker in self._checkers.items():
+            if name == source:
+                for symbol, newest in checker.newest().items():
+                    # a second loss before any new data keeps the hole's start
+                    holes.setdefault((kind, symbol), newest)
+
+    def _heal(self, source: str, kind: EventType, accepted: pl.DataFrame) -> None:
+        """The first events after a reconnect close the holes its disconnect opened."""
+        holes = self._holes.get(source)
+        if not holes or not accepted.height or self.backfill is None:
+            return
+        firsts = accepted.group_by("symbol").agg(
+            pl.col("timestamp").cast(TIMESTAMP).cast(pl.Int64).min()
+        )
+        for symbol, first in firsts.iter_rows():
+            before = holes.pop((kind, symbol), None)
+            if before is not None:
+                self.backfill.hole(source, symbol, kind, before, first)
+
+    def _newest(self, source: str, symbol: str) -> int | None:
+        """How far `source`'s stream has got for `symbol` (event time; a bar counts to its end)."""
+        newest: int | None = None
+        interval = self.backfill.interval_ns if self.backfill is not None else 0
+        for (name, kind), checker in self._checkers.items():
+            if name != source:
+                continue
+            ts = checker.newest_of(symbol)
+            if ts is not None:
+                ts += interval if kind is EventType.BAR else 0
+                newest = ts if newest is None else max(newest, ts)
+        return newest
+
+    async def _store_backfill(self, source: str, bars: pl.DataFrame) -> tuple[int, int]:
+        """Check fetched bars against the stream's (`check_history`) and publish the new ones
+        on ``market.backfill.bar``; returns (rows kept, rows already seen)."""
+        if self._bus is None:
+            raise BusError("IngestEngine backfilling before start()")
+        result = self._checker((source, EventType.BAR)).check_history(bars, self.clock.now_ns())
+        reasons = result.rejected["reason"]
+        duplicate = int((reasons == "duplicate").sum())
+        if result.rejected.height > duplicate:
+            bad = result.rejected.filter(pl.col("reason") != "duplicate")
+            self.rejected.update(dict(bad["reason"].value_counts().iter_rows()))
+            if self.reject_sink is not None:
+                self.reject_sink(source, bad)
+        frame = result.accepted
+        for start in range(0, frame.height, self.batch_size):
+            part = frame.slice(start, self.batch_size)
+            ts = part["timestamp"].cast(TIMESTAMP).cast(pl.Int64)
+            batch = MarketBatch(
+                kind=EventType.BAR,
+                frame=part,
+                seq=self._seq,
+                ts_min=int(ts.min()),  # type: ignore[arg-type]
+                ts_max=int(ts.max()),  # type: ignore[arg-type]
+                source=source,
+            )
+            self._seq += 1
+            await self._bus.publish(topics.backfill(EventType.BAR), batch)
+        return frame.height, duplicate
 
     async def _on_news(self, news: NewsEvent) -> None:
         if news.id in self._news_seen or self._bus is None:
@@ -271,4 +372,5 @@ class IngestEngine:
             "gaps": self.gaps,
             "news": self.news,
             "sources": self.multiplexer.metrics(),
+            "backfill": {} if self.backfill is None else self.backfill.stats(),
         }

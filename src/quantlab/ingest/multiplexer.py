@@ -4,7 +4,9 @@ Every source runs in its own task. A source that raises (or yields nothing, not 
 heartbeat, for `stale_after_s`) is reconnected after an exponential backoff with jitter, which
 resets once the new connection delivers. A source whose stream ends normally is finished.
 Per-source metrics: events, events/s, rejects by reason, reconnects, stale count, last event
-time and lag (wall clock minus event time).
+time and lag (wall clock minus event time). `on_disconnect`, if set, is awaited with the
+source's name each time a connection fails, before the backoff (the ingest engine marks where
+the data stopped, for the gap backfill).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from quantlab.ingest.ports import MarketDataSource
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, SourceItem], Awaitable[None]]
+Hook = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -112,6 +115,7 @@ class Multiplexer:
         self.stats = {s.name: SourceStats(s.name) for s in sources}
         self._stopping = False
         self._stop = asyncio.Event()
+        self.on_disconnect: Hook | None = None
 
     async def run(self, sink: Sink) -> None:
         """Run every source until it finishes (or `stop()`); items go to `sink` in order."""
@@ -155,6 +159,11 @@ class Multiplexer:
                     await stream.aclose()  # type: ignore[attr-defined]
             if self._stopping:
                 return
+            if self.on_disconnect is not None:
+                try:
+                    await self.on_disconnect(source.name)
+                except Exception as exc:  # a hook's failure must not end the reconnects
+                    log.exception("on_disconnect of %s failed: %r", source.name, exc)
             if self.max_reconnects is not None and stats.reconnects >= self.max_reconnects:
                 log.error("source %s gave up after %d reconnects", source.name, stats.reconnects)
                 return
@@ -176,6 +185,11 @@ class Multiplexer:
                 done, _ = await asyncio.wait(
                     {nxt, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
                 )
+            except BaseException:  # cancelled: end the pending read (and its cleanup) first
+                nxt.cancel()
+                with contextlib.suppress(BaseException):
+                    await nxt
+                raise
             finally:
                 stop.cancel()
             if nxt not in done:

@@ -266,43 +266,7 @@ class QualityChecker:
             )
         codes = self._codes(f["symbol"])
         ts = _timestamps(f["timestamp"])
-        reason = np.zeros(n, np.uint8)
-
-        def rule(code: int, failed: np.ndarray) -> None:
-            reason[(reason == 0) & failed] = code
-
-        with_nulls = [c for c in f.iter_columns() if c.null_count()]  # metadata: no scan
-        if with_nulls:
-            nulls = np.zeros(n, bool)
-            for col in with_nulls:
-                nulls |= col.is_null().to_numpy()
-            rule(_CODE["null_field"], nulls)
-        cols = {c: f[c].to_numpy() for c in _PRICES[self.kind]}
-        with np.errstate(invalid="ignore"):
-            rule(
-                _CODE["non_finite_price"],
-                ~np.logical_and.reduce([np.isfinite(v) for v in cols.values()]),
-            )
-            rule(_CODE["non_positive_price"], np.logical_or.reduce([v <= 0 for v in cols.values()]))
-            if self.kind is EventType.TRADE:
-                size = f["size"].to_numpy()
-                rule(_CODE["bad_size"], ~np.isfinite(size) | (size <= 0))
-                px = cols["price"]
-            elif self.kind is EventType.BAR:
-                size = f["volume"].to_numpy()
-                rule(_CODE["bad_size"], ~np.isfinite(size) | (size < 0))
-                rule(_CODE["high_below_low"], cols["high"] < cols["low"])
-                px = cols["close"]
-            else:
-                bs, az = f["bid_size"].to_numpy(), f["ask_size"].to_numpy()
-                rule(_CODE["bad_size"], ~np.isfinite(bs) | (bs < 0) | ~np.isfinite(az) | (az < 0))
-                rule(_CODE["crossed_quote"], cols["bid"] > cols["ask"])
-                size = None
-                px = (cols["bid"] + cols["ask"]) / 2
-        if now_ns is not None and cfg.max_future_s is not None:
-            rule(_CODE["future_timestamp"], ts > now_ns + int(cfg.max_future_s * 1e9))
-        if now_ns is not None and cfg.max_age_s is not None:
-            rule(_CODE["stale_timestamp"], ts < now_ns - int(cfg.max_age_s * 1e9))
+        reason, px, size = self._row_rules(f, ts, now_ns)
 
         # Duplicates: against the window of accepted events and earlier rows of this frame.
         h = self._hash(f, codes, ts)
@@ -390,6 +354,100 @@ class QualityChecker:
         else:
             rejected = f.clear().hstack([_NO_REASONS])
         return QualityResult(accepted=accepted, rejected=rejected, gaps=gaps)
+
+    def check_history(self, frame: pl.DataFrame, now_ns: int | None = None) -> QualityResult:
+        """Check events fetched after the fact (a gap's backfill): the row rules and the
+        duplicate window only, shared with `check`, so an event the stream delivered (or
+        delivers later) is kept once. Being older than the stream is their nature, so the
+        ordering rule, the flags and the gap rule do not apply, and the carried per-symbol
+        state (newest time, last price, sizes) is left as the stream set it.
+
+        Accepted rows come sorted by symbol and time, with ``flags`` 0.
+        """
+        names = self.schema.names()
+        f = frame if frame.columns == names else frame.select(names)
+        if f.height == 0:
+            return QualityResult(
+                accepted=f.with_columns(pl.lit(0, pl.UInt8).alias("flags")),
+                rejected=f.with_columns(pl.lit("", pl.String).alias("reason")),
+            )
+        f = f.sort("symbol", "timestamp", maintain_order=True)
+        codes = self._codes(f["symbol"])
+        ts = _timestamps(f["timestamp"])
+        reason, _, _ = self._row_rules(f, ts, now_ns)
+        ok = np.flatnonzero(reason == 0)
+        if len(ok):
+            reason[ok[~self._window.insert(self._hash(f, codes, ts)[ok])]] = _CODE["duplicate"]
+        keep = reason == 0
+        rej = np.flatnonzero(~keep)
+        reasons = _REASON_NAMES[reason[rej]]
+        if len(rej):
+            self.rejected.update(Counter(reasons.tolist()))
+        self.accepted += int(keep.sum())
+        accepted = f.filter(pl.Series(keep)).with_columns(pl.lit(0, pl.UInt8).alias("flags"))
+        rejected = f[rej].hstack([pl.Series("reason", reasons, dtype=pl.String)])
+        return QualityResult(accepted=accepted, rejected=rejected)
+
+    def newest(self) -> dict[str, int]:
+        """The newest accepted event time (int ns) of every symbol `check` has accepted."""
+        return {
+            name: int(self._last_ts[code])
+            for name, code in self._symbols.index.items()
+            if code < len(self._last_ts) and self._last_ts[code] != _NONE
+        }
+
+    def newest_of(self, symbol: str) -> int | None:
+        """The newest accepted event time (int ns) of `symbol`, None before its first."""
+        code = self._symbols.index.get(symbol)
+        if code is None or code >= len(self._last_ts) or self._last_ts[code] == _NONE:
+            return None
+        return int(self._last_ts[code])
+
+    def _row_rules(
+        self, f: pl.DataFrame, ts: np.ndarray, now_ns: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The rules on each row alone: (reason code per row, 0 if none; the price the flags
+        follow; the size the volume rule follows, None for quotes)."""
+        cfg = self.config
+        n = f.height
+        reason = np.zeros(n, np.uint8)
+
+        def rule(code: int, failed: np.ndarray) -> None:
+            reason[(reason == 0) & failed] = code
+
+        with_nulls = [c for c in f.iter_columns() if c.null_count()]  # metadata: no scan
+        if with_nulls:
+            nulls = np.zeros(n, bool)
+            for col in with_nulls:
+                nulls |= col.is_null().to_numpy()
+            rule(_CODE["null_field"], nulls)
+        cols = {c: f[c].to_numpy() for c in _PRICES[self.kind]}
+        with np.errstate(invalid="ignore"):
+            rule(
+                _CODE["non_finite_price"],
+                ~np.logical_and.reduce([np.isfinite(v) for v in cols.values()]),
+            )
+            rule(_CODE["non_positive_price"], np.logical_or.reduce([v <= 0 for v in cols.values()]))
+            if self.kind is EventType.TRADE:
+                size = f["size"].to_numpy()
+                rule(_CODE["bad_size"], ~np.isfinite(size) | (size <= 0))
+                px = cols["price"]
+            elif self.kind is EventType.BAR:
+                size = f["volume"].to_numpy()
+                rule(_CODE["bad_size"], ~np.isfinite(size) | (size < 0))
+                rule(_CODE["high_below_low"], cols["high"] < cols["low"])
+                px = cols["close"]
+            else:
+                bs, az = f["bid_size"].to_numpy(), f["ask_size"].to_numpy()
+                rule(_CODE["bad_size"], ~np.isfinite(bs) | (bs < 0) | ~np.isfinite(az) | (az < 0))
+                rule(_CODE["crossed_quote"], cols["bid"] > cols["ask"])
+                size = None
+                px = (cols["bid"] + cols["ask"]) / 2
+        if now_ns is not None and cfg.max_future_s is not None:
+            rule(_CODE["future_timestamp"], ts > now_ns + int(cfg.max_future_s * 1e9))
+        if now_ns is not None and cfg.max_age_s is not None:
+            rule(_CODE["stale_timestamp"], ts < now_ns - int(cfg.max_age_s * 1e9))
+        return reason, px, size
 
     def _hash(self, f: pl.DataFrame, codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """A 64-bit hash of each row's identity (`_IDENTITY`), stable within the process."""

@@ -32,6 +32,8 @@ class LakeWriter:
 
     async def start(self, bus: Bus) -> None:
         bus.consume(topics.ALL_MARKET_DATA, self._on_batch, name=self.name)
+        # history fetched to heal a live feed's gaps (`ingest.backfill`): same datasets
+        bus.consume(topics.ALL_BACKFILL, self._on_batch, name=f"{self.name}.backfill")
         bus.consume(topics.features(), self._on_batch, name=f"{self.name}.features")
 
     async def _on_batch(self, envelope: Envelope) -> None:

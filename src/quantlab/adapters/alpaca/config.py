@@ -50,6 +50,9 @@ class AlpacaDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         also counts bad frames (alpaca-py drops them silently; see `data.py`).
     open_timeout_s
         Time allowed for the connect + auth + subscribe handshake.
+    close_timeout_s
+        How long closing the stream waits for Alpaca's close frame (a stalled link never
+        sends it) before the socket is dropped: the reconnect waits this long at most.
     rest_max_rate, rest_period_s
         Pace of REST requests (Alpaca's basic plan allows 200 per minute per account).
     page_limit
@@ -70,6 +73,7 @@ class AlpacaDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     rest_url: str | None = None
     transport: Transport = "alpaca-py"
     open_timeout_s: float = 10.0
+    close_timeout_s: float = 2.0
     rest_max_rate: float = 200.0
     rest_period_s: float = 60.0
     page_limit: int = 10_000
@@ -104,7 +108,7 @@ class AlpacaDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ConfigError(
                 "alpaca.transport", f"must be one of {TRANSPORTS}, got {self.transport!r}"
             )
-        for key in ("open_timeout_s", "rest_max_rate", "rest_period_s"):
+        for key in ("open_timeout_s", "close_timeout_s", "rest_max_rate", "rest_period_s"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"alpaca.{key}", f"must be > 0, got {getattr(self, key)}")
         if not 1 <= self.page_limit <= 10_000:

@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE: Final = 10_000  # model objects buffered between alpaca-py's callbacks and stream()
 BATCH_SIZE: Final = 1_000  # most models turned into one set of frames at a time
-CLOSE_TIMEOUT_S: Final = 2.0
 _KINDS: Final = {"trades": "t", "quotes": "q", "bars": "b"}
 
 
@@ -163,7 +162,7 @@ class AlpacaDataSource:
             "max_queue": 1024,
             "max_size": CLIENT_MAX_FRAME_BYTES,
             "open_timeout": self.config.open_timeout_s,
-            "close_timeout": CLOSE_TIMEOUT_S,
+            "close_timeout": self.config.close_timeout_s,
         }
         kind = _ReportingStockStream if self.asset_class == "equity" else _ReportingCryptoStream
         client = kind(self._key, self._secret, websocket_params=params, url_override=self.url)
@@ -189,7 +188,7 @@ class AlpacaDataSource:
                 additional_headers={"Content-Type": "application/msgpack"},
                 max_size=CLIENT_MAX_FRAME_BYTES,
                 open_timeout=self.config.open_timeout_s,
-                close_timeout=CLOSE_TIMEOUT_S,
+                close_timeout=self.config.close_timeout_s,
                 compression=None,
             ) as ws:
                 async with asyncio.timeout(self.config.open_timeout_s):

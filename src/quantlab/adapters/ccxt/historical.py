@@ -20,6 +20,7 @@ trades).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Mapping
@@ -75,6 +76,9 @@ class CcxtHistoricalBars:
         self.last_rejects: list[Reject] = []
         self._credentials = check_credentials(credentials)
         self._exchange: Any = None
+        # Concurrent first fetches must share one exchange: a second one, opened meanwhile
+        # and then dropped, would leak its HTTP session.
+        self._opening = asyncio.Lock()
 
     async def __aenter__(self) -> CcxtHistoricalBars:
         return self
@@ -163,6 +167,10 @@ class CcxtHistoricalBars:
         return last
 
     async def _open(self) -> Any:
+        async with self._opening:
+            return await self._open_locked()
+
+    async def _open_locked(self) -> Any:
         if self._exchange is None:
             exchange = new_exchange(
                 self.config, live=False, credentials=self._credentials, enable_rate_limit=False

@@ -10,7 +10,9 @@ The stream speaks Alpaca's documented protocol (msgpack frames, each an array of
 
 Test controls: `push` / `push_raw` (queue data or raw bad frames), `drop_connections()` (cut every
 client mid-stream), `resend_last` (after a new subscription, resend the last K data messages, as a
-venue resending a snapshot would), `paused` (hold the queue: a live but silent feed), and the
+venue resending a snapshot would), `paused` (hold the queue: a live but silent feed),
+`offline` (what is pushed meanwhile is published to nobody: never sent, but in what
+`resend_last` resends, as a venue's recent history holds what nobody received), and the
 records `received` (what clients sent: auth, subscribe), `connections` and `rest_requests`.
 
 >>> async with FakeAlpaca() as fake:                                   # doctest: +SKIP
@@ -80,6 +82,7 @@ class FakeAlpaca:
         self.key, self.secret = key, secret
         self.resend_last = 0
         self.paused = False
+        self.offline = False
         self.page_size = 2
         self.bars: dict[str, list[dict[str, Any]]] = {}  # symbol -> REST bars ("t" RFC 3339)
         self.received: list[tuple[str, dict[str, Any]]] = []  # (path, message) from clients
@@ -121,6 +124,9 @@ class FakeAlpaca:
     def push(self, *messages: dict[str, Any], path: str = STOCK_PATH) -> None:
         """Queue one data frame holding `messages` for the (next) subscribed client on `path`."""
         feed = self._feeds[path]
+        if self.offline:  # published while no client listens: only a resend can carry it
+            feed.history.extend(messages)
+            return
         feed.pending.append(list(messages))
         feed.wake.set()
 

@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections.abc import Sequence
@@ -173,6 +174,22 @@ class FakeBinance(FakeVenue):
                 _num(v / 2), _num(v * c / 2), "0",
             ])  # fmt: skip
         market.sort(key=lambda row: row[0])
+
+    def kline(
+        self, symbol: str, open_ms: int, ohlcv: tuple[float, float, float, float, float]
+    ) -> None:
+        """Set (add or replace) one 1m kline served over REST: a kline still forming changes."""
+        market = self.klines.setdefault(symbol.replace("/", ""), [])
+        o, h, low, c, v = ohlcv
+        row = [
+            open_ms, _num(o), _num(h), _num(low), _num(c), _num(v), open_ms + 59_999,
+            _num(v * c), 10, _num(v / 2), _num(v * c / 2), "0",
+        ]  # fmt: skip
+        at = bisect.bisect_left(market, open_ms, key=lambda r: int(r[0]))
+        if at < len(market) and market[at][0] == open_ms:
+            market[at] = row
+        else:
+            market.insert(at, row)
 
     # --- websocket -----------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ subscribes to it), `send_raw` queues any frame (bad input), `rest_replies` holds
 REST replies (errors), `drop_connections` cuts every client, `go_silent` hangs the current
 connections (no data, no pings, pongs unanswered), ``resend_last=K`` replays a topic's last
 K data messages to every new subscriber (as a venue resending a snapshot; duplicates that
-ingestion must drop), and `received`, `subscriptions`, `rest_requests`, `connections` and
-`paths` record what clients did.
+ingestion must drop), `offline` publishes to nobody (data messages sent meanwhile are never
+delivered, but a resend includes them), and `received`, `subscriptions`, `rest_requests`,
+`connections` and `paths` record what clients did.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class FakeVenue(ABC):
         self.paths: list[str] = []  # the URL path of every websocket connection
         # Canned REST replies by path, served (once each, in order) before normal routing.
         self.rest_replies: dict[str, list[tuple[int, Any]]] = {}
+        self.offline = False
         self._clients: list[Client] = []
         self._history: dict[str, list[Any]] = {}
         self._queue: asyncio.Queue[tuple[str | None, Any, bool]] = asyncio.Queue()
@@ -113,6 +115,9 @@ class FakeVenue(ABC):
 
     def send(self, topic: str, message: Any) -> Any:
         """Queue a data message for the clients subscribed to `topic`; returns it."""
+        if self.offline:  # published while no client listens: only a resend can carry it
+            self._history.setdefault(topic, []).append(message)
+            return message
         self._queue.put_nowait((topic, message, False))
         return message
 

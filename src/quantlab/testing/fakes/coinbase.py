@@ -10,8 +10,10 @@ Tests queue data with `ticker`, `trade`, `l2` (or `send`, `send_raw`); the queue
 in order to the connections subscribed to each message's channel and product, waiting until
 one is. Controls: `lose_next` (messages consume a sequence number but are not sent: a gap),
 `drop_connections`, `go_silent`/`resume`, `resend_last` (re-sent ticker and trade messages
-on subscribe, as duplicates), `override_rest`. Records: `received` (every client message),
-`connections`, `rest_requests`.
+on subscribe, as duplicates), `offline` (ticker and trade messages queued meanwhile are
+published to nobody: never sent, but resent), `override_rest`, `set_candles` / `candle`
+(what REST serves). Records: `received` (every client message), `connections`,
+`rest_requests`.
 
 Examples
 --------
@@ -130,6 +132,7 @@ class FakeCoinbase:
         self._wake = asyncio.Event()
         self._silent = False
         self._lose = 0
+        self.offline = False
         self._history: deque[_Message] = deque(maxlen=max(resend_last, 1))
         self._resend_last = resend_last
         self._books: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
@@ -247,6 +250,9 @@ class FakeCoinbase:
         self._put(_Message(raw=frame))
 
     def _put(self, msg: _Message) -> None:
+        if self.offline and msg.raw is None and msg.channel != "l2_data":
+            self._history.append(msg)  # published while no client listens: resends carry it
+            return
         if self._lose > 0 and msg.raw is None:
             self._lose -= 1
             msg.lost = True
@@ -284,6 +290,16 @@ class FakeCoinbase:
     ) -> None:
         """Candles served by REST: (start epoch s, open, high, low, close, volume)."""
         self._candles[(product, granularity)] = {int(r[0]): tuple(r[1:]) for r in rows}
+
+    def candle(
+        self,
+        product: str,
+        start_s: int,
+        ohlcv: tuple[float, float, float, float, float],
+        granularity: str = "ONE_MINUTE",
+    ) -> None:
+        """Set (add or replace) one candle served by REST: a candle still forming changes."""
+        self._candles.setdefault((product, granularity), {})[int(start_s)] = tuple(ohlcv)
 
     def subscriptions(self, connection: int) -> list[tuple[str, str, tuple[str, ...]]]:
         """(type, channel, product_ids) of every (un)subscribe a connection sent, in order."""

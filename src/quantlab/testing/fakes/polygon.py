@@ -9,9 +9,10 @@ key as ``apiKey=`` or ``Authorization: Bearer``.
 Test controls: `send` queues data frames (delivered, in order, once a client is subscribed),
 `send_raw` injects any bytes, `drop_connections` cuts every client, `go_silent` hangs the
 current connections (no data, no pongs), ``resend_last=K`` replays the last K data frames
-after every subscribe (duplicates, as a venue resending a snapshot), ``rest_replies`` queues
-canned HTTP replies, and `received`, `auths`, `subscriptions`, `rest_requests` record
-what clients did.
+after every subscribe (duplicates, as a venue resending a snapshot), `offline` publishes to
+nobody (frames sent meanwhile are never delivered, but a resend includes them),
+``rest_replies`` queues canned HTTP replies, and `received`, `auths`, `subscriptions`,
+`rest_requests` record what clients did.
 
 Examples
 --------
@@ -129,6 +130,7 @@ class FakePolygon:
         self.page_size = page_size
         self.bars: dict[str, list[dict[str, Any]]] = {}  # REST aggregates per ticker, by `t`
         self.rest_replies: list[RestReply] = []
+        self.offline = False
         self.received: list[Any] = []
         self.auths: list[str] = []
         self.subscriptions: list[list[str]] = []
@@ -177,6 +179,9 @@ class FakePolygon:
 
     def send(self, *events: dict[str, Any]) -> None:
         """Queue one data frame holding `events`; each client gets those it subscribed to."""
+        if self.offline:  # published while no client listens: only a resend can carry it
+            self._history.append(list(events))
+            return
         self._queue.put_nowait((False, list(events)))
 
     def send_raw(self, frame: str | bytes) -> None:
