@@ -229,8 +229,8 @@ class Backfiller:
     def advance(self, source: str) -> None:
         """Fetch the waiting windows of `source` whose last bar the stream has moved past."""
         state = self._sources.get(source)
-        if state is None or not state.waiting or self._newest is None:
-            return
+        if self._closed or state is None or not state.waiting or self._newest is None:
+            return  # closing: what still waits is counted abandoned by `close`
         still = []
         for window in state.waiting:
             newest = self._newest(source, window.symbol)
@@ -246,7 +246,7 @@ class Backfiller:
         longest = int(self.config.max_window_s * 1e9)
         if window.end_ns - window.start_ns > longest:
             start = window.end_ns - longest
-            start -= start % self.interval_ns
+            start += -start % self.interval_ns  # up to a bar boundary: never past the cap
             log.warning(
                 "%s %s: a hole of %.0fs, backfilling its last %.0fs only",
                 source,
