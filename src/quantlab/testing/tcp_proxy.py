@@ -144,9 +144,11 @@ class _Link:
             queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUED)
             self.queues.append(queue)
             self.tasks.append(loop.create_task(self._read(src[0], queue)))
-            self.tasks.append(loop.create_task(self._write(dst[1], queue, down=down)))
-        for task in self.tasks:
-            task.add_done_callback(self._ended)
+            writer = loop.create_task(self._write(dst[1], queue, down=down))
+            # The link ends when a writer is done: after a reader's EOF it first delivers
+            # what that reader queued (a slowed reply arrives whole, then the close).
+            writer.add_done_callback(self._ended)
+            self.tasks.append(writer)
 
     async def _read(
         self, reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]]

@@ -99,7 +99,11 @@ class NewsSource:
             raise ConfigError("news.api_secret", "Alpaca needs both the key id and the secret")
         self.clock = clock or WallClock()
         # A poller is quiet between polls: silence is only staleness after several of them.
-        self.stale_after_s = 3 * config.poll_interval_s + config.timeout_s
+        # One poll is silent for its pages of articles already seen (the overlap) and the
+        # request that times out after them: up to `max_pages_per_poll` requests.
+        self.stale_after_s = (
+            3 * config.poll_interval_s + config.max_pages_per_poll * config.timeout_s
+        )
         self._symbols = {s: s for s in config.symbols}  # vendor tickers are quantlab symbols
         self._limiter = limiter(config.max_rate, config.rate_period_s, name="news")
         self._base = httpx.URL(config.url)
