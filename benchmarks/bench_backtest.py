@@ -118,13 +118,11 @@ def random_walk(n: int, seed: int = 7) -> pl.DataFrame:
 
 
 # -- quantlab ----------------------------------------------------------------------------------
-def run_quantlab(
-    frame: pl.DataFrame, folder: Path, fast: int, slow: int
-) -> tuple[float, pl.DataFrame, dict[str, float]]:
-    """Seconds for the run, its fills as (bar index, side, price, quantity), and the seconds
-    its busiest stages spent (the engine's own per-consumer latency record)."""
-    settings = load_settings(
-        data={"symbols": [SYMBOL]},
+def ema_cross_settings(fast: int, slow: int, **sections: Any) -> Any:
+    """quantlab's settings for the crossover above (fixed notional, IOC at the next open, no
+    fees, risk limits out of the way), with `sections` (``data``, ``ingest``...) added."""
+    return load_settings(
+        **sections,
         features={"spec": feature_spec(fast, slow).name, "fast": fast, "slow": slow},
         strategy={"name": "ema_cross", "id": "ema_cross"},
         execution={
@@ -141,6 +139,14 @@ def run_quantlab(
             "max_errors": None,
         },
     )
+
+
+def run_quantlab(
+    frame: pl.DataFrame, folder: Path, fast: int, slow: int
+) -> tuple[float, pl.DataFrame, dict[str, float]]:
+    """Seconds for the run, its fills as (bar index, side, price, quantity), and the seconds
+    its busiest stages spent (the engine's own per-consumer latency record)."""
+    settings = ema_cross_settings(fast, slow, data={"symbols": [SYMBOL]})
     t = time.perf_counter()
     result = Node(settings, bars=frame, run_dir=folder).run()
     seconds = time.perf_counter() - t

@@ -63,9 +63,8 @@ import polars as pl
 from _rows import row
 from bench_backtest import (
     FAST,
-    NOTIONAL,
     SLOW,
-    feature_spec,
+    ema_cross_settings,
     random_walk,
     run_backtrader,
     to_pandas,
@@ -95,25 +94,8 @@ def settings_for(
 
     if strategy == "hedge":
         return load_settings(data=data) if data else load_settings()
-    return load_settings(
-        data=data,
-        ingest={} if batch_size is None else {"batch_size": batch_size},
-        features={"spec": feature_spec(fast, slow).name, "fast": fast, "slow": slow},
-        strategy={"name": "ema_cross", "id": "ema_cross"},
-        execution={
-            "sizing": "fixed",
-            "order_notional": str(NOTIONAL),
-            "time_in_force": "ioc",
-            "maker_fee_bps": "0",
-            "taker_fee_bps": "0",
-        },
-        risk={
-            "max_position_notional": "1e12",
-            "max_order_notional": "1e12",
-            "orders_per_s": None,
-            "max_errors": None,
-        },
-    )
+    ingest = {} if batch_size is None else {"batch_size": batch_size}
+    return ema_cross_settings(fast, slow, data=data, ingest=ingest)
 
 
 def synthetic(events: int, symbols: int) -> pl.DataFrame:

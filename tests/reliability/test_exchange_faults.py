@@ -47,8 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from quantlab.adapters.alpaca.trading import AlpacaTradingConfig, AlpacaVenue
@@ -63,7 +61,11 @@ from quantlab.storage.sql.engine import make_engine, upgrade
 from quantlab.storage.sql.models import FillRow, OrderRow
 from quantlab.storage.sql.store import SqlOrderStore
 from quantlab.testing.fakes.alpaca_trading import FakeAlpacaTrading
-from quantlab.testing.fakes.ccxt_trading import FakeBinanceTrading, FakeCoinbaseTrading
+from quantlab.testing.fakes.ccxt_trading import (
+    FakeBinanceTrading,
+    FakeCoinbaseTrading,
+    ec_key_pem,
+)
 from quantlab.testing.fakes.faults import FaultSchedule
 from quantlab.testing.reliability import record
 
@@ -81,15 +83,6 @@ LABEL = {"alpaca": "Alpaca", "binance": "Binance (ccxt)", "coinbase": "Coinbase 
 def schedule_seed(name: str) -> int:
     """The fault schedule's seed for one venue's run."""
     return SEED + sum(map(ord, name))
-
-
-def _ec_key_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 @dataclass
@@ -195,7 +188,7 @@ async def run(request: pytest.FixtureRequest) -> AsyncIterator[Run]:
         credentials = (
             BINANCE_CREDENTIALS
             if name == "binance"
-            else {"apiKey": "organizations/1111/apiKeys/2222", "secret": _ec_key_pem()}
+            else {"apiKey": "organizations/1111/apiKeys/2222", "secret": ec_key_pem()}
         )
         ccxt_venue = CcxtVenue(
             CcxtTradingConfig(

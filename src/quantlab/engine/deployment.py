@@ -32,6 +32,7 @@ from typing import Any
 from quantlab.bus import Bus, topics
 from quantlab.bus.base import Envelope
 from quantlab.config import Settings
+from quantlab.engine.monitor import ROLE_FIGURES_KIND
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,8 @@ class DeploymentCheck:
 
     name = "deployment"
 
-    def __init__(self, own: dict[str, str], role: str, halt: Halt) -> None:
+    def __init__(self, own: dict[str, str], halt: Halt) -> None:
         self.own = own
-        self.role = role
         self._halt = halt
         self.seen: dict[str, dict[str, Any]] = {}  # "role pid@host" -> its fingerprint
         self.mismatches: list[str] = []
@@ -106,8 +106,6 @@ class DeploymentCheck:
         return None
 
     async def _on_metric(self, envelope: Envelope) -> None:
-        from quantlab.engine.monitor import ROLE_FIGURES_KIND  # the report's format
-
         report = envelope.payload
         if not isinstance(report, dict) or report.get("kind") != ROLE_FIGURES_KIND:
             return

@@ -45,6 +45,7 @@ from quantlab.core.messages import (
     OrderEvent,
     Signal,
 )
+from quantlab.core.process import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -462,19 +463,6 @@ def read_snapshot(path: str | Path) -> dict[str, Any] | None:
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # bad UTF-8, too deep
         return None
     return out if isinstance(out, dict) and out.get("schema") == SCHEMA else None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (False for pid <= 0: ``kill`` takes those as groups)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def engine_running(snapshot: dict[str, Any] | None, *, stale_after_s: float = 5.0) -> bool:

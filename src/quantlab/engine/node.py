@@ -424,7 +424,7 @@ class Node:
         # The process that trades refuses to while another runs other code or settings.
         self.deployment: DeploymentCheck | None = None
         if self.on_wall_clock and role == "execution":
-            self.deployment = DeploymentCheck(self.fingerprint, role, self.risk.halt)
+            self.deployment = DeploymentCheck(self.fingerprint, self.risk.halt)
             self.components.append(self.deployment)
         if role in ("all", "ingest"):
             self.components.append(self.ingest)

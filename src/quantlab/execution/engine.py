@@ -55,7 +55,7 @@ from quantlab.execution.ports import (
     VenueRejectedError,
     VenueReport,
 )
-from quantlab.execution.reconcile import Reconciler, ReconcileReport
+from quantlab.execution.reconcile import CLOSED_AS_ABSENT, Reconciler, ReconcileReport
 from quantlab.execution.router import Router
 from quantlab.execution.tracker import LiveOrder, OrderTracker
 
@@ -413,7 +413,7 @@ class ExecutionEngine:
             if now - since >= self.not_found_grace_s:
                 reason = (
                     f"not at venue {venue.name} {now - since:.1f}s after an unknown "
-                    "submission outcome; never resubmitted"
+                    f"submission outcome; {CLOSED_AS_ABSENT}"
                 )
                 await self.on_report(self._event(live.order, venue, OrderStatus.REJECTED, reason))
                 if self.tracker.live(coid) is None:
@@ -480,7 +480,7 @@ class ExecutionEngine:
 
         REJECTED is final in the tracker's state machine (a venue's refusal is), but this one
         was the engine's belief: the order store of record is corrected (ACCEPTED, or
-        PARTIALLY_FILLED / FILLED if fills reached it meanwhile) and the tracker reloads it,
+        PARTIALLY_FILLED / FILLED if fills reached it meanwhile) and the tracker takes it back,
         so that its fills and closing status land as for any open order. The correction is
         published on ``orders.accepted`` (the order builder counts the order as working).
         """
@@ -503,7 +503,7 @@ class ExecutionEngine:
         store.set_status(
             coid, status, event.timestamp, reason, outgoing=self._outgoing(topic, msg_id, event)
         )
-        self.tracker.recover()
+        self.tracker.reload(coid)
         self.resolved["reopened"] += 1
         log.error("order %s %s", coid, reason)
         self.events["accepted"] += 1

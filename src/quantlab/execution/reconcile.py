@@ -176,10 +176,14 @@ class Reconciler:
                     report.position_mismatches[symbol] = {"ours": str(a), "venue": str(b)}
 
 
+# The end of the reason of an order the engine closed because the venue could not find it.
+CLOSED_AS_ABSENT = "never resubmitted"
+
+
 def _closed_as_absent(record: Any) -> bool:
     """Whether the engine closed this order because the venue could not find it (REJECTED
     "never resubmitted"), which the venue showing it disproves."""
-    return record.status is OrderStatus.REJECTED and "never resubmitted" in (record.reason or "")
+    return record.status is OrderStatus.REJECTED and CLOSED_AS_ABSENT in (record.reason or "")
 
 
 def _now(engine: ExecutionEngine) -> dt.datetime:

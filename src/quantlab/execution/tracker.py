@@ -16,7 +16,7 @@ from typing import NamedTuple
 from quantlab.core.enums import OrderStatus as S
 from quantlab.core.errors import OrderError
 from quantlab.core.messages import Fill, Order
-from quantlab.execution.ports import OrderStore, Outgoing
+from quantlab.execution.ports import OrderRecord, OrderStore, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,22 @@ class OrderTracker:
         Returns how many orders are live again.
         """
         for record in self.store.open_orders():
-            live = _Live(record.order, record.status, record.venue)
-            live.filled = record.filled_quantity
-            self._live[record.order.client_order_id] = live
+            self._load(record)
         return len(self._live)
+
+    def _load(self, record: OrderRecord) -> None:
+        live = _Live(record.order, record.status, record.venue)
+        live.filled = record.filled_quantity
+        self._live[record.order.client_order_id] = live
+
+    def reload(self, client_order_id: str) -> bool:
+        """Take one order back from the store if it is open there (an order the engine had
+        closed and the store of record reopened); False if it is not open."""
+        record = self.store.get(client_order_id)
+        if record is None or record.status.is_terminal:
+            return False
+        self._load(record)
+        return True
 
     def status(self, client_order_id: str) -> S | None:
         live = self._live.get(client_order_id)

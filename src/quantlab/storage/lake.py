@@ -33,6 +33,7 @@ from urllib.parse import quote, unquote
 import polars as pl
 
 from quantlab.core.errors import DataError, StorageError
+from quantlab.core.process import pid_alive
 
 _TMP_PREFIX = ".tmp-"
 _PARTS = ".parts"
@@ -79,16 +80,6 @@ def atomic_write_parquet(
             tmp.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def _abandoned(tmp: Path, now: float) -> bool:
     """Whether the writer of temporary file `tmp` is gone (see `Lake.sweep_temporaries`)."""
     fields = tmp.name[len(_TMP_PREFIX) :].split("-", 2)
@@ -97,7 +88,7 @@ def _abandoned(tmp: Path, now: float) -> bool:
     except FileNotFoundError:
         return False  # renamed or removed meanwhile
     if len(fields) == 3 and fields[0] == _HOST and fields[1].isdigit():
-        return int(fields[1]) != os.getpid() and not _pid_alive(int(fields[1]))
+        return int(fields[1]) != os.getpid() and not pid_alive(int(fields[1]))
     return age > _FOREIGN_TMP_S  # another host's, or an older name without a pid
 
 

@@ -51,7 +51,7 @@ async def test_the_check_halts_once_per_mismatched_process() -> None:
         halts.append((trigger, reason))
 
     own = {"code": "a" * 64, "config": "b" * 64}
-    check = DeploymentCheck(own, "execution", halt)
+    check = DeploymentCheck(own, halt)
     bus = InProcessBus()
     await check.start(bus)
     metric = topics.system("metric")

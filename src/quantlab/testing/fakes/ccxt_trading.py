@@ -914,6 +914,20 @@ def coinbase_error(status: int, error: str, message: str) -> Reply:
     return Reply(status, {"error": error, "error_details": message, "message": message})
 
 
+def ec_key_pem() -> str:
+    """A fresh EC (P-256) private key in PEM: the secret ccxt signs Coinbase Advanced Trade
+    requests with (the fake does not check the signature, only that one is sent)."""
+    from cryptography.hazmat.primitives import serialization  # ccxt's own dependency
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
 class FakeCoinbaseTrading(_FakeTradingVenue):
     """Fake Coinbase Advanced Trade order entry; ``async with FakeCoinbaseTrading() as fake``."""
 

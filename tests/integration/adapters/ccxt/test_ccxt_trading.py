@@ -17,8 +17,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
 from quantlab.adapters.ccxt import CcxtTradingConfig, CcxtVenue
@@ -33,19 +31,14 @@ from quantlab.execution.ports import (
     VenueReport,
     VenueUnknownError,
 )
-from quantlab.testing.fakes.ccxt_trading import FakeBinanceTrading, FakeCoinbaseTrading
+from quantlab.testing.fakes.ccxt_trading import (
+    FakeBinanceTrading,
+    FakeCoinbaseTrading,
+    ec_key_pem,
+)
 
 BINANCE_CREATE = "/api/v3/order"
 COINBASE_CREATE = "/api/v3/brokerage/orders"
-
-
-def ec_key_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 COINBASE_CREDENTIALS = {
